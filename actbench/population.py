@@ -1,0 +1,224 @@
+"""Population form: many activations of one schema as integer arrays, and one evaluator.
+
+A population trains in one compiled program, so its activations must be data, not code.
+An `Encoding` fixes a schema and the operators each kind of placeholder ranges over; an
+activation is then a row of integer codes, one per placeholder (pre-order), and
+
+    encoding.apply(codes, x)
+
+evaluates it with `lax.switch` at every placeholder. Under `lax.map` over the population the
+switch index is a scalar and only the selected operator runs (the fast path on CPU); under
+`vmap` every operator runs and the selected result is kept (accelerators). In that case each
+unselected operator is fed its harmless `safe_input` instead of x, so an operator that would
+overflow, say exp at x = 100 for a relu member, can put neither inf into the values nor NaN
+into the gradients of the member that did not select it.
+
+Build the encoding from the search space, not from the names, when populations change while
+the compiled program should not: `Encoding.for_space(schema)`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from typing import Iterable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from actbench import compiler, operators
+from actbench.expression import Expr, ExpressionError, parse, parse_schema
+
+
+def schema_of(expr) -> Expr:
+  """The schema an expression belongs to: every operator replaced by its arity's placeholder."""
+  expr = parse(expr)
+  if expr.is_leaf:
+    return expr
+  return Expr(operators.get(expr.op).arity, tuple(schema_of(a) for a in expr.args))
+
+
+@dataclasses.dataclass(frozen=True)
+class Encoding:
+  """A schema and the operator table of each kind of placeholder. Hashable: usable as a
+  static argument of jit."""
+
+  schema: Expr
+  unary: tuple[str, ...] = ()
+  binary: tuple[str, ...] = ()
+  nary: tuple[str, ...] = ()
+
+  @classmethod
+  def for_space(cls, schema, unary: Sequence[str] | None = None,
+                binary: Sequence[str] | None = None,
+                nary: Sequence[str] | None = None) -> Encoding:
+    """The encoding of a whole search space (defaults as in space.enumerate)."""
+    schema = parse_schema(schema)
+    return cls(
+        schema,
+        operators.resolve(unary, operators.UNARY, operators.BENCHMARK_UNARY),
+        operators.resolve(binary, operators.BINARY, operators.BENCHMARK_BINARY),
+        operators.resolve(nary, operators.NARY, operators.DEFAULT_NARY))
+
+  def table(self, arity: str) -> tuple[str, ...]:
+    return {operators.UNARY: self.unary, operators.BINARY: self.binary,
+            operators.NARY: self.nary}[arity]
+
+  @property
+  def slots(self) -> tuple[str, ...]:
+    """The kind of each placeholder, in code order (pre-order)."""
+    return tuple(node.op for node in self.schema.placeholders())
+
+  @property
+  def num_slots(self) -> int:
+    return len(self.slots)
+
+  def encode(self, names: Iterable) -> np.ndarray:
+    """Codes of the named activations: int32 array (n, num_slots).
+
+    Raises:
+      ExpressionError: a name is malformed, does not fit the schema, or uses an operator
+        outside the encoding's tables.
+    """
+    if isinstance(names, (str, Expr)):
+      raise TypeError("expected a list of function names, got a single name; wrap it in a list")
+    lookup = {arity: {name: i for i, name in enumerate(self.table(arity))}
+              for arity in operators.ARITIES}
+    rows = []
+    for name in names:
+      expr = parse(name)
+      row = []
+      self._encode_node(expr, self.schema, lookup, row, name)
+      rows.append(row)
+    return np.asarray(rows, np.int32).reshape(len(rows), self.num_slots)
+
+  def _encode_node(self, node: Expr, pattern: Expr, lookup, row: list, name):
+    def misfit(why):
+      return ExpressionError(f"does not fit the schema {str(self.schema)!r}: {why}", str(name))
+    if pattern.op in operators.ARITIES:
+      if node.is_leaf or operators.get(node.op).arity != pattern.op:
+        raise misfit(f"{str(node)!r} stands where a {pattern.op} operator is expected")
+      code = lookup[pattern.op].get(node.op)
+      if code is None:
+        raise misfit(f"operator {node.op!r} is not among the encoding's {pattern.op} "
+                     f"operators {list(self.table(pattern.op))}")
+      row.append(code)
+    elif node.op != pattern.op:
+      raise misfit(f"{str(node)!r} stands where {str(pattern)!r} is expected")
+    if len(node.args) != len(pattern.args):
+      raise misfit(f"{str(node)!r} has {len(node.args)} arguments, the schema "
+                   f"{len(pattern.args)} there")
+    for arg, pattern_arg in zip(node.args, pattern.args):
+      self._encode_node(arg, pattern_arg, lookup, row, name)
+
+  def decode(self, codes) -> list[str]:
+    """Canonical names of code rows (one row or a 2-D array)."""
+    codes = np.asarray(codes)
+    single = codes.ndim == 1
+    codes = np.atleast_2d(codes)
+    if codes.shape[-1] != self.num_slots:
+      raise ValueError(f"codes have {codes.shape[-1]} slots, the schema {self.num_slots}")
+    names = []
+    for row in codes:
+      it = iter(row.tolist())
+      names.append(str(self._decode_node(self.schema, it)))
+    return names[0] if single else names
+
+  def _decode_node(self, pattern: Expr, codes) -> Expr:
+    if pattern.is_leaf:
+      return pattern
+    if pattern.op in operators.ARITIES:
+      table = self.table(pattern.op)
+      code = next(codes)
+      if not 0 <= code < len(table):
+        raise ValueError(f"code {code} is out of range for {len(table)} {pattern.op} operators")
+      op = table[code]
+    else:
+      op = pattern.op
+    return Expr(op, tuple(self._decode_node(arg, codes) for arg in pattern.args))
+
+  def _evaluate(self, codes: jax.Array, x: jax.Array) -> jax.Array:
+    slot = itertools.count()
+
+    def visit(pattern: Expr) -> jax.Array:
+      if pattern.is_leaf:
+        return x
+      if pattern.op not in operators.ARITIES:
+        args = [visit(arg) for arg in pattern.args]
+        return operators.get(pattern.op).jax_fn(*args).astype(x.dtype)
+      code = codes[next(slot)]  # pre-order: the node's slot before its arguments'
+      args = [visit(arg) for arg in pattern.args]
+      branches = [_masked_branch(operators.get(name), k, x.dtype)
+                  for k, name in enumerate(self.table(pattern.op))]
+      return jax.lax.switch(code, branches, code, *args)
+
+    return visit(self.schema)
+
+  def apply(self, codes, x, normalize: bool = False) -> jax.Array:
+    """The activation with these codes (int array (num_slots,)) at x, any shape and float dtype.
+
+    Jittable, differentiable in x, usable under lax.map and vmap over (codes, x). With
+    `normalize`, returns (f - E[f]) / sqrt(Var[f]) under N(0, 1), the moments computed in the
+    graph by Gauss-Hermite quadrature in float32; a member whose moments are not finite gets
+    NaN or inf values (it fails in training) rather than an error.
+    """
+    x = compiler.as_float_array(x)
+    codes = jnp.asarray(codes)
+    if codes.shape != (self.num_slots,):
+      raise ValueError(f"codes must have shape ({self.num_slots},) for the schema "
+                       f"{str(self.schema)!r}, got {codes.shape}; map over a population")
+    values = self._evaluate(codes, x.astype(compiler.compute_dtype(x.dtype)))
+    if normalize:
+      mean, std = compiler.jax_moments(lambda z: self._evaluate(codes, z))
+      values = (values - mean) / std
+    return values.astype(x.dtype)
+
+  def activation(self, codes, normalize: bool = False):
+    """`apply` with the codes bound: a function of x alone, the form models take."""
+    return lambda x: self.apply(codes, x, normalize)
+
+
+def _masked_branch(operator: operators.Operator, code: int, dtype):
+  def branch(selected_code, *args):
+    selected = selected_code == code
+    args = [jnp.where(selected, arg, jnp.asarray(operator.safe_input, dtype)) for arg in args]
+    return operator.jax_fn(*args).astype(dtype)
+  return branch
+
+
+def encode(names: Sequence, schema=None, unary: Sequence[str] | None = None,
+           binary: Sequence[str] | None = None,
+           nary: Sequence[str] | None = None) -> tuple[Encoding, np.ndarray]:
+  """Encodes activations of one schema: returns (encoding, int32 codes (n, num_slots)).
+
+  The schema is inferred from the names unless given; each placeholder kind's table is the
+  given operators, or else those the names use, in registration order.
+  """
+  if isinstance(names, (str, Expr)):
+    raise TypeError("expected a list of function names, got a single name; wrap it in a list")
+  exprs = [parse(name) for name in names]
+  if schema is None:
+    if not exprs:
+      raise ValueError("cannot infer a schema from no names; pass schema=")
+    schema = schema_of(exprs[0])
+    for name, expr in zip(names, exprs):
+      if schema_of(expr) != schema:
+        raise ExpressionError(
+            f"does not share the schema {str(schema)!r} of {str(exprs[0])!r} "
+            f"(its schema is {str(schema_of(expr))!r})", str(name))
+  schema = parse_schema(schema)
+  used = {arity: set() for arity in operators.ARITIES}
+  for expr in exprs:
+    for node in expr.nodes():
+      if not node.is_leaf:
+        used[operators.get(node.op).arity].add(node.op)
+  tables = {}
+  for arity, given in ((operators.UNARY, unary), (operators.BINARY, binary),
+                       (operators.NARY, nary)):
+    inferred = [name for name in operators.names(arity) if name in used[arity]]
+    tables[arity] = operators.resolve(given, arity, ()) if given is not None else tuple(inferred)
+  encoding = Encoding(schema, tables[operators.UNARY], tables[operators.BINARY],
+                      tables[operators.NARY])
+  return encoding, encoding.encode(exprs)
+

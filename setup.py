@@ -1,0 +1,33 @@
+"""actbench: activation-function optimization through surrogate modeling, in JAX."""
+
+import setuptools
+
+setuptools.setup(
+    name="actbench",
+    version="0.1.0",
+    description=(
+        "JAX/Flax reimplementation of AQuaSurF (Bingham & Miikkulainen, NeurIPS 2023): "
+        "activation-function search with Fisher and output features and a UMAP surrogate."
+    ),
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=setuptools.find_packages(include=["actbench", "actbench.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "jax>=0.4.35",
+        "flax>=0.10",
+        "optax>=0.2.3",
+        "chex>=0.1.87",
+        "tensorflow-datasets>=4.9.7",
+        "numpy>=1.26",
+        "scipy>=1.11",
+        "scikit-learn>=1.4",
+        "absl-py>=2.0",
+        "ml-collections>=0.1.1",
+        "umap-learn>=0.5.6",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "hypothesis>=6.100"],
+        "dev": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.6"],
+    },
+)
