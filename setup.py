@@ -25,6 +25,9 @@ setuptools.setup(
         "absl-py>=2.0",
         "ml-collections>=0.1.1",
         "umap-learn>=0.5.6",
+        "orbax-checkpoint>=0.11",  # resumable training
+        "pillow>=10",  # decoding TFDS images
+        "importlib_resources>=6",  # needed by `tfds build` to prepare datasets
     ],
     extras_require={
         "test": ["pytest>=8", "hypothesis>=6.100"],

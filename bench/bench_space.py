@@ -1,6 +1,6 @@
 """Speed and memory of the foundation: search spaces, equivalence classes, output features.
 
-    python bench/bench_space.py
+    python -m bench.bench_space
 
 Targets (issue 2, on the 2-core development machine):
   - enumerate and classify the 5,103-name benchmark space in under 0.5 s;

@@ -1,0 +1,72 @@
+"""Leaderboards of trained activations: rows, a printed table, CSV and JSON in the workdir."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+
+import jax
+
+from actbench.train import PopulationResult
+
+COLUMNS = ("rank", "activation", "validation_accuracy", "test_accuracy", "train_loss",
+           "diverged", "seeds", "runtime_s")
+
+
+def leaderboard(result: PopulationResult) -> list[dict]:
+  """One row per activation (medians over seeds), best validation accuracy first; activations
+  without a finite validation accuracy (failed) last."""
+  rows = []
+  for activation, summary in result.by_activation().items():
+    rows.append({"activation": activation,
+                 "validation_accuracy": summary.get("validation_accuracy", math.nan),
+                 "test_accuracy": summary.get("test_accuracy", math.nan),
+                 "train_loss": summary.get("train_loss", math.nan),
+                 "diverged": summary["diverged"], "seeds": len(summary["seeds"]),
+                 "runtime_s": summary["runtime_s"]})
+  rows.sort(key=lambda row: (math.isnan(row["validation_accuracy"]),
+                             -_finite_or(row["validation_accuracy"], 0.0), row["activation"]))
+  for rank, row in enumerate(rows, 1):
+    row["rank"] = rank
+  return rows
+
+
+def _finite_or(value: float, default: float) -> float:
+  return value if math.isfinite(value) else default
+
+
+def format_table(rows: list[dict], limit: int = 20) -> str:
+  """A fixed-width text table of the first `limit` rows."""
+  header = f"{'rank':>4}  {'validation':>10}  {'test':>6}  {'failed':>6}  activation"
+  lines = [header, "-" * len(header)]
+  for row in rows[:limit]:
+    lines.append(f"{row['rank']:>4}  {_percent(row['validation_accuracy']):>10}  "
+                 f"{_percent(row['test_accuracy']):>6}  {'yes' if row['diverged'] else '':>6}  "
+                 f"{row['activation']}")
+  if len(rows) > limit:
+    lines.append(f"... {len(rows) - limit} more in leaderboard.csv")
+  return "\n".join(lines)
+
+
+def _percent(value: float) -> str:
+  return f"{100 * value:.2f}" if math.isfinite(value) else "-"
+
+
+def write(result: PopulationResult, workdir: str) -> list[str]:
+  """Writes results.json and leaderboard.csv into the workdir (process 0 only); their paths."""
+  if jax.process_index() != 0:
+    return []
+  os.makedirs(workdir, exist_ok=True)
+  json_path = os.path.join(workdir, "results.json")
+  with open(json_path + ".tmp", "w", encoding="utf-8") as f:
+    json.dump(result.to_json(), f, indent=1, allow_nan=True)
+  os.replace(json_path + ".tmp", json_path)  # a crash never leaves half a file
+  csv_path = os.path.join(workdir, "leaderboard.csv")
+  with open(csv_path + ".tmp", "w", encoding="utf-8", newline="") as f:
+    writer = csv.DictWriter(f, fieldnames=COLUMNS)
+    writer.writeheader()
+    writer.writerows(leaderboard(result))
+  os.replace(csv_path + ".tmp", csv_path)
+  return [json_path, csv_path]

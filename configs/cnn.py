@@ -1,0 +1,48 @@
+"""Act-Bench-CNN: All-CNN-C on CIFAR-10, the recipe of Springenberg et al. (2015).
+
+    python -m actbench.main --config=configs/cnn.py --workdir=DIR
+
+Needs CIFAR-10 prepared for TFDS (`tfds build cifar10 --file_format=array_record`).
+The recipe: SGD with momentum 0.9, learning rate 0.01 multiplied by 0.1 after epochs 200, 250
+and 300, 350 epochs, L2 weight decay 0.001, dropout 0.2 on the input and 0.5 after each
+stride-2 conv, flips and translations (pad 4, random 32x32 crop). The paper does not state a
+batch size; 128 is used here. 5,000 training images are held out for validation.
+Expected accelerator time: not yet measured; a full run is for accelerators.
+Trains config.activations (the 8 baselines) x config.seeds in one population; writes
+checkpoints, results.json and leaderboard.csv to the workdir.
+`--config=configs/cnn.py:smoke` shrinks it to a few steps (for tests, with tiny mock data).
+"""
+
+from configs import common
+
+
+def get_config(arg: str = ""):
+  config = common.base_config()
+  config.dataset.name = "cifar10"
+  config.dataset.validation_size = 5000
+  config.model.name = "allcnnc"
+  config.train.batch_size = 128
+  config.train.num_epochs = 350
+  config.train.optimizer = "sgd"
+  config.train.learning_rate = 0.01
+  config.train.momentum = 0.9
+  config.train.weight_decay = 0.001
+  config.train.schedule = "step"
+  config.train.decay_epochs = (200, 250, 300)
+  config.train.decay_factor = 0.1
+  config.train.augment = True
+  config.train.steps_per_call = 50  # ~7 calls per epoch; bounds the data on device
+  config.train.eval_batch_size = 500
+  config.train.eval_batches_per_call = 5
+  config.seeds = (0, 1, 2)  # Act-Bench: 3 runs per function, median reported
+  if arg == "smoke":
+    config.seeds = (0,)
+    config.dataset.validation_size = 8
+    config.train.batch_size = 8
+    config.train.num_epochs = 1
+    config.train.steps_per_call = 0
+    config.train.eval_batch_size = 8
+    config.train.eval_batches_per_call = 0
+  elif arg:
+    raise ValueError(f"unknown config argument {arg!r} (known: smoke)")
+  return config

@@ -1,0 +1,56 @@
+"""Sections shared by every experiment config; each config fills in its recipe.
+
+Every field is listed here with its meaning, so a config file only states what it changes.
+"""
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.mode = "train"  # what `python -m actbench.main` does (see actbench/main.py)
+  config.seed = 0  # fixes every random choice: data split and order, init, dropout, search
+  config.activations = ("elu(x)", "relu(x)", "selu(x)", "sigmoid(x)", "softplus(x)",
+                        "softsign(x)", "swish(x)", "tanh(x)")  # mode train: what to train
+  config.seeds = (0,)  # mode train: each activation trains once per seed (median reported)
+  config.checkpoint_every_epochs = 1  # Orbax checkpoint period in the workdir (0: never)
+
+  config.dataset = ml_collections.ConfigDict()
+  config.dataset.name = "digits"  # digits (bundled) | cifar10 | cifar100 | imagenette | imagenet2012
+  config.dataset.data_dir = ""  # TFDS data directory ('' = TFDS default)
+  config.dataset.validation_size = 0.0  # carved from train: a count (>= 1) or a fraction (0 = default)
+  config.dataset.image_size = 0  # network input side for ImageNet-like data (0 = default)
+
+  config.model = ml_collections.ConfigDict()
+  config.model.name = "small_cnn"  # see actbench.models.MODELS
+  config.model.dtype = "float32"  # computation dtype: float32 | bfloat16 (params stay float32)
+  config.model.conv_implementation = "auto"  # auto | xla | im2col (auto: im2col on CPU)
+  config.model.kwargs = ml_collections.ConfigDict()  # further model fields, e.g. use_batch_norm
+
+  config.train = ml_collections.ConfigDict()
+  config.train.batch_size = 128  # examples per step, shared by every member
+  config.train.num_epochs = 10  # passes over the training split
+  config.train.optimizer = "sgd"  # sgd | adam | adamw
+  config.train.learning_rate = 0.1  # peak learning rate
+  config.train.momentum = 0.9  # sgd momentum (0: plain sgd)
+  config.train.nesterov = False  # Nesterov momentum for sgd
+  config.train.weight_decay = 0.0  # L2 for sgd/adam, decoupled for adamw
+  config.train.weight_decay_on = "all"  # all | kernels (no decay on biases and norm scales)
+  config.train.schedule = "constant"  # constant | cosine | step
+  config.train.end_learning_rate = 0.0  # cosine floor
+  config.train.decay_epochs = ()  # step schedule: epochs at which the rate is multiplied...
+  config.train.decay_factor = 0.1  # ...by this
+  config.train.warmup_epochs = 0.0  # linear warm-up length
+  config.train.warmup_learning_rate = 0.0  # warm-up start
+  config.train.grad_clip_norm = 0.0  # global gradient-norm clip (0: none)
+  config.train.label_smoothing = 0.0  # cross-entropy label smoothing
+  config.train.augment = True  # the dataset's training augmentation (digits has none)
+  config.train.steps_per_call = 0  # steps fused into one compiled call (0: a whole epoch)
+  config.train.eval_batch_size = 0  # 0: batch_size
+  config.train.eval_batches_per_call = 0  # evaluation batches per compiled call (0: all)
+
+  config.population = ml_collections.ConfigDict()
+  config.population.strategy = "auto"  # auto | map (lax.map, CPU) | vmap (accelerators)
+  config.population.normalize = False  # train (f - E f) / std f under N(0,1) instead of f
+  config.population.schema = ""  # encode over this search space ('' = infer from the names)
+  return config

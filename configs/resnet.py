@@ -1,0 +1,49 @@
+"""Act-Bench-ResNet: ResNet-56 on CIFAR-10, the recipe of He et al. (2016), section 4.2.
+
+    python -m actbench.main --config=configs/resnet.py --workdir=DIR
+
+Needs CIFAR-10 prepared for TFDS (`tfds build cifar10 --file_format=array_record`).
+The recipe: SGD with momentum 0.9, batch 128, learning rate 0.1 divided by 10 at 32k and 48k
+iterations, stopping at 64k iterations (on the 45k/5k train/validation split: epochs 91, 136
+and 182), L2 weight decay 0.0001, batch norm, option A shortcuts, flips and translations
+(pad 4, random 32x32 crop).
+Expected accelerator time: not yet measured; a full run is for accelerators.
+Trains config.activations (the 8 baselines) x config.seeds in one population; writes
+checkpoints, results.json and leaderboard.csv to the workdir.
+`--config=configs/resnet.py:smoke` shrinks it to ResNet-8 and a few steps (for tests).
+"""
+
+from configs import common
+
+
+def get_config(arg: str = ""):
+  config = common.base_config()
+  config.dataset.name = "cifar10"
+  config.dataset.validation_size = 5000
+  config.model.name = "resnet56"
+  config.train.batch_size = 128
+  config.train.num_epochs = 182
+  config.train.optimizer = "sgd"
+  config.train.learning_rate = 0.1
+  config.train.momentum = 0.9
+  config.train.weight_decay = 1e-4
+  config.train.schedule = "step"
+  config.train.decay_epochs = (91, 136)
+  config.train.decay_factor = 0.1
+  config.train.augment = True
+  config.train.steps_per_call = 50
+  config.train.eval_batch_size = 500
+  config.train.eval_batches_per_call = 5
+  config.seeds = (0, 1, 2)  # Act-Bench: 3 runs per function, median reported
+  if arg == "smoke":
+    config.seeds = (0,)
+    config.model.kwargs.depth = 8  # ResNet-8: same blocks, one per stage
+    config.dataset.validation_size = 8
+    config.train.batch_size = 8
+    config.train.num_epochs = 1
+    config.train.steps_per_call = 0
+    config.train.eval_batch_size = 8
+    config.train.eval_batches_per_call = 0
+  elif arg:
+    raise ValueError(f"unknown config argument {arg!r} (known: smoke)")
+  return config

@@ -1,0 +1,309 @@
+"""Tests for actbench.data: splits, deterministic batches, device augmentation, clear errors.
+
+TFDS data comes from the session fixture `tfds_dir` (tests/tfds_fixtures.py): tiny, real,
+prepared array_record datasets, since `tfds.testing.mock_data` cannot stand in for
+`tfds.data_source`.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import os
+
+import hypothesis
+import hypothesis.strategies as st
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+from sklearn.datasets import load_digits
+import tensorflow_datasets as tfds
+
+from actbench import data
+
+from tests.tfds_fixtures import (NUM_CIFAR_TEST, NUM_CIFAR_TRAIN,
+                                 NUM_NETTE_VALIDATION)
+
+
+@pytest.fixture(scope='module')
+def digits():
+  return data.load('digits')
+
+
+# ---------------------------------------------------------------- digits
+
+
+def test_digits_split_is_fixed_disjoint_and_covers_the_set(digits):
+  info = digits.info
+  assert (info.num_train, info.num_validation, info.num_test) == (1077, 360, 360)
+  assert info.image_shape == (8, 8, 1) and info.num_classes == 10
+  parts = [digits.train.source_indices, digits.validation.source_indices,
+           digits.test.source_indices]
+  np.testing.assert_array_equal(np.sort(np.concatenate(parts)), np.arange(1797))
+  other = data.load('digits', seed=123)  # the user's seed must not move the split
+  for mine, theirs in zip(parts, [other.train, other.validation, other.test]):
+    np.testing.assert_array_equal(mine, theirs.source_indices)
+
+
+def test_digits_values_match_sklearn(digits):
+  reference = load_digits()
+  batch = digits.test.gather(np.arange(digits.test.num_examples))
+  assert batch['image'].dtype == np.float32 and batch['image'].shape == (360, 8, 8, 1)
+  assert batch['image'].min() == 0.0 and batch['image'].max() == 1.0
+  np.testing.assert_array_equal(batch['label'], reference.target[digits.test.source_indices])
+  np.testing.assert_allclose(batch['image'][..., 0],
+                             reference.images[digits.test.source_indices] / 16.0)
+
+
+def test_digits_preprocess_is_identity_without_augmentation(digits):
+  images = digits.train.gather([0, 1, 2])['image']
+  out = digits.preprocess(images, key=jax.random.key(0), train=True)
+  np.testing.assert_array_equal(np.asarray(out), images)
+
+
+# ---------------------------------------------------------------- batch order
+
+
+@hypothesis.settings(max_examples=40, deadline=None)
+@hypothesis.given(n=st.integers(0, 300), batch_size=st.integers(1, 64),
+                  seed=st.integers(-2**40, 2**40), epoch=st.integers(0, 10_000))
+def test_batch_indices_is_a_deterministic_permutation_prefix(n, batch_size, seed, epoch):
+  rows = data.batch_indices(n, batch_size, seed, epoch)
+  assert rows.shape == (n // batch_size, batch_size) and rows.dtype == np.int64
+  flat = rows.ravel()
+  assert len(np.unique(flat)) == flat.size and (flat.size == 0 or 0 <= flat.min() <= flat.max() < n)
+  np.testing.assert_array_equal(rows, data.batch_indices(n, batch_size, seed, epoch))
+
+
+def test_batch_indices_differ_across_epochs_and_seeds():
+  base = data.batch_indices(1000, 100, seed=7, epoch=0)
+  assert not np.array_equal(base, data.batch_indices(1000, 100, seed=7, epoch=1))
+  assert not np.array_equal(base, data.batch_indices(1000, 100, seed=8, epoch=0))
+  # Dropping the remainder only shortens the epoch: same leading order for any batch size.
+  np.testing.assert_array_equal(data.batch_indices(1000, 300, 7, 0).ravel(), base.ravel()[:900])
+  with pytest.raises(ValueError):
+    data.batch_indices(10, 0, 0, 0)
+
+
+def test_batches_resume_mid_epoch_bit_identically(digits):
+  full = list(digits.train.batches(100, seed=3, epoch=2))
+  assert len(full) == digits.train.num_batches(100) == 10
+  resumed = list(digits.train.batches(100, seed=3, epoch=2, start_step=7))
+  assert len(resumed) == 3
+  for a, b in zip(full[7:], resumed):
+    np.testing.assert_array_equal(a['image'], b['image'])
+    np.testing.assert_array_equal(a['label'], b['label'])
+  rows = digits.train.batch_indices(100, seed=3, epoch=2)
+  np.testing.assert_array_equal(full[4]['label'], digits.train.gather(rows[4])['label'])
+  other_epoch = next(digits.train.batches(100, seed=3, epoch=3))
+  assert not np.array_equal(full[0]['image'], other_epoch['image'])
+
+
+def test_eval_batches_cover_every_example_once_with_a_mask(digits):
+  batches = list(digits.test.eval_batches(128))
+  assert [len(b['label']) for b in batches] == [128, 128, 128]
+  mask = np.concatenate([b['mask'] for b in batches])
+  assert mask.sum() == 360 and mask[:360].all()
+  labels = np.concatenate([b['label'] for b in batches])[mask]
+  np.testing.assert_array_equal(labels, digits.test.gather(np.arange(360))['label'])
+
+
+# ---------------------------------------------------------------- TFDS datasets
+
+
+def test_cifar_validation_carving_is_deterministic_and_disjoint(tfds_dir):
+  a = data.load('cifar10', data_dir=tfds_dir, validation_size=10, seed=0)
+  assert (a.info.num_train, a.info.num_validation, a.info.num_test) == (30, 10, NUM_CIFAR_TEST)
+  assert a.info.image_shape == (32, 32, 3) and a.info.num_classes == 10
+  train, validation = a.train.source_indices, a.validation.source_indices
+  assert not set(train) & set(validation)
+  np.testing.assert_array_equal(np.sort(np.concatenate([train, validation])),
+                                np.arange(NUM_CIFAR_TRAIN))
+  again = data.load('cifar10', data_dir=tfds_dir, validation_size=0.25, seed=0)
+  np.testing.assert_array_equal(again.validation.source_indices, validation)
+  other = data.load('cifar10', data_dir=tfds_dir, validation_size=10, seed=1)
+  assert not np.array_equal(other.validation.source_indices, validation)
+
+
+def test_cifar_in_memory_pixels_match_tfds(tfds_dir):
+  ds = data.load('cifar10', data_dir=tfds_dir, validation_size=10)
+  reference = tfds.data_source('cifar10', split='train', data_dir=tfds_dir, download=False)
+  batch = ds.validation.gather([3, 0])
+  assert batch['image'].dtype == np.uint8 and batch['label'].dtype == np.int32
+  for image, label, index in zip(batch['image'], batch['label'],
+                                 ds.validation.source_indices[[3, 0]]):
+    np.testing.assert_array_equal(image, reference[int(index)]['image'])
+    assert label == reference[int(index)]['label']
+
+
+def test_cifar_preprocess(tfds_dir):
+  ds = data.load('cifar10', data_dir=tfds_dir, validation_size=10)
+  images = ds.train.gather(np.arange(8))['image']
+  evaluated = ds.preprocess(images)
+  np.testing.assert_allclose(evaluated, data.normalize(images, data.CIFAR10_MEAN,
+                                                       data.CIFAR10_STD), rtol=1e-6)
+  train = jax.jit(lambda x, k: ds.preprocess(x, key=k, train=True))
+  out = train(images, jax.random.key(1))
+  assert out.shape == (8, 32, 32, 3) and out.dtype == jnp.float32
+  np.testing.assert_array_equal(out, train(images, jax.random.key(1)))
+  assert not np.array_equal(out, train(images, jax.random.key(2)))
+  with pytest.raises(ValueError, match='key'):
+    ds.preprocess(images, train=True)
+
+
+def test_imagenette_lazy_reading_resizes_to_a_fixed_square(tfds_dir):
+  lazy = data.load('imagenette', data_dir=tfds_dir, validation_size=2, image_size=16)
+  info = lazy.info
+  assert (info.num_train, info.num_validation, info.num_test) == (10, 2, NUM_NETTE_VALIDATION)
+  assert info.image_shape == (16, 16, 3)
+  batch = lazy.train.gather(np.arange(10))
+  assert batch['image'].shape == (10, 18, 18, 3)  # stored at round(16 / 0.875)
+  assert batch['image'].dtype == np.uint8
+  eager = data.load('imagenette', data_dir=tfds_dir, validation_size=2, image_size=16,
+                    in_memory=True)
+  np.testing.assert_array_equal(eager.train.gather(np.arange(10))['image'], batch['image'])
+  np.testing.assert_array_equal(
+      next(eager.test.eval_batches(5))['label'], lazy.test.gather(np.arange(5))['label'])
+  for train in (True, False):
+    out = lazy.preprocess(batch['image'], key=jax.random.key(0), train=train)
+    assert out.shape == (10, 16, 16, 3) and out.dtype == jnp.float32
+  # Evaluation: centre 16 of the stored 18 pixels (0.875 * 18 = 15.75 -> 16), no resize.
+  np.testing.assert_allclose(lazy.preprocess(batch['image'][:2]), data.normalize(
+      batch['image'][:2, 1:17, 1:17], data.IMAGENET_MEAN, data.IMAGENET_STD), rtol=1e-5)
+
+
+def _encode(array: np.ndarray, fmt: str = 'PNG') -> bytes:
+  buffer = io.BytesIO()
+  Image.fromarray(array).save(buffer, format=fmt)
+  return buffer.getvalue()
+
+
+def test_host_resize_keeps_the_centre_of_the_longer_side():
+  image = np.zeros((20, 40, 3), np.uint8)
+  image[:, :8, 0] = 255  # red left edge
+  image[:, 8:32, 1] = 255  # green middle
+  image[:, 32:, 2] = 255  # blue right edge
+  out = data._decode(_encode(image), 10)  # pylint: disable=protected-access
+  assert out.shape == (10, 10, 3) and out.dtype == np.uint8
+  np.testing.assert_array_equal(out[..., 1], 255)
+  np.testing.assert_array_equal(out[..., [0, 2]], 0)
+
+
+def test_jpeg_draft_decoding_matches_a_full_resolution_resize():
+  y, x = np.mgrid[0:240, 0:320]
+  image = np.stack([x * 255 // 319, y * 255 // 239, (x + y) * 255 // 558], -1).astype(np.uint8)
+  out = data._decode(_encode(image, 'JPEG'), 30)  # pylint: disable=protected-access
+  full = Image.fromarray(image).resize((40, 30), Image.Resampling.BILINEAR).crop((5, 0, 35, 30))
+  assert out.shape == (30, 30, 3)
+  assert np.abs(out.astype(int) - np.asarray(full).astype(int)).mean() < 3
+
+
+# ---------------------------------------------------------------- missing data
+
+
+def test_missing_dataset_error_says_how_to_build(tmp_path):
+  with pytest.raises(data.DatasetNotFoundError) as error:
+    data.load('cifar10', data_dir=tmp_path)
+  message = str(error.value)
+  assert isinstance(error.value, ValueError) and error.value.__cause__ is not None
+  assert "'cifar10'" in message and str(tmp_path) in message
+  assert f'tfds build cifar10 --data_dir={tmp_path}' in message
+  assert '--file_format=array_record' in message
+
+
+def test_missing_imagenet_error_asks_for_manual_download(tmp_path):
+  with pytest.raises(data.DatasetNotFoundError) as error:
+    data.load('imagenet2012', data_dir=tmp_path)
+  message = str(error.value)
+  assert os.path.join(str(tmp_path), 'downloads', 'manual') in message
+  assert 'ILSVRC2012_img_train.tar' in message and 'tfds build imagenet2012' in message
+
+
+def test_missing_dataset_error_names_the_default_data_dir(tmp_path, monkeypatch):
+  monkeypatch.setenv('TFDS_DATA_DIR', str(tmp_path))
+  with pytest.raises(data.DatasetNotFoundError, match='imagenette') as error:
+    data.load('imagenette')
+  assert f'--data_dir={tmp_path}' in str(error.value)
+
+
+def test_bad_arguments_are_rejected(digits):
+  with pytest.raises(ValueError, match='cifar10'):
+    data.load('mnist')
+  with pytest.raises(ValueError, match='image_size'):
+    data.load('digits', image_size=32)
+  with pytest.raises(ValueError, match='validation_size'):
+    data.load('digits', validation_size=1437)
+  assert data.load('digits', validation_size=0.5).info.num_validation == 718  # round(1436.5/2)
+
+
+# ---------------------------------------------------------------- augmentation
+
+
+def _windows(padded: np.ndarray, height: int, width: int):
+  for y, x in itertools.product(range(padded.shape[0] - height + 1),
+                                range(padded.shape[1] - width + 1)):
+    window = padded[y:y + height, x:x + width]
+    yield window
+    yield window[:, ::-1]
+
+
+@pytest.mark.parametrize('mode', ['constant', 'reflect'])
+def test_pad_crop_flip_stays_inside_the_padded_image(mode):
+  images = np.random.default_rng(0).integers(0, 256, (6, 12, 10, 3), np.uint8)
+  out = np.asarray(data.pad_crop_flip(jax.random.key(0), images, padding=3, mode=mode))
+  assert out.shape == images.shape and out.dtype == np.uint8
+  np.testing.assert_array_equal(out, data.pad_crop_flip(jax.random.key(0), images, padding=3,
+                                                        mode=mode))
+  assert not np.array_equal(out, data.pad_crop_flip(jax.random.key(1), images, padding=3,
+                                                    mode=mode))
+  for image, crop in zip(images, out):
+    padded = np.pad(image, ((3, 3), (3, 3), (0, 0)), mode=mode)
+    assert any(np.array_equal(crop, w) for w in _windows(padded, 12, 10))
+
+
+def test_flips_actually_mirror():
+  image = np.arange(4 * 5 * 2, dtype=np.float32).reshape(4, 5, 2)
+  images = np.broadcast_to(image, (32, 4, 5, 2))
+  for out in (data.random_flip(jax.random.key(3), images),
+              data.pad_crop_flip(jax.random.key(3), images, padding=0)):
+    mirrored = np.array([np.array_equal(o, image[:, ::-1]) for o in np.asarray(out)])
+    unchanged = np.array([np.array_equal(o, image) for o in np.asarray(out)])
+    assert (mirrored | unchanged).all() and mirrored.any() and unchanged.any()
+
+
+def test_random_resized_crop():
+  images = np.random.default_rng(1).integers(0, 256, (5, 24, 24, 3), np.uint8)
+  out = np.asarray(data.random_resized_crop(jax.random.key(0), images, size=12))
+  assert out.shape == (5, 12, 12, 3) and out.dtype == np.float32
+  np.testing.assert_array_equal(out, data.random_resized_crop(jax.random.key(0), images, size=12))
+  assert not np.array_equal(out, data.random_resized_crop(jax.random.key(1), images, size=12))
+  assert out.min() >= -1e-3 and out.max() <= 255 + 1e-3  # a convex resampling of the input
+  # A whole-image box is a plain antialiased bilinear resize (jax.image.resize as reference).
+  whole = data.random_resized_crop(jax.random.key(0), images, size=12, scale=(1.0, 1.0),
+                                   ratio=(1.0, 1.0))
+  reference = jax.image.resize(images.astype(np.float32), (5, 12, 12, 3), 'linear', antialias=True)
+  np.testing.assert_allclose(whole, reference, atol=1e-3)
+
+
+def test_center_crop():
+  images = np.arange(2 * 8 * 8 * 1, dtype=np.uint8).reshape(2, 8, 8, 1)
+  out = data.center_crop(images, size=4, crop_fraction=0.5)
+  assert out.shape == (2, 4, 4, 1) and out.dtype == jnp.float32
+  np.testing.assert_array_equal(out, images[:, 2:6, 2:6])
+  # 0.875 of 8 is 7 pixels, rows/cols 0..6, then resized 7 -> 5.
+  reference = jax.image.resize(images[:, :7, :7].astype(np.float32), (2, 5, 5, 1), 'linear',
+                               antialias=True)
+  np.testing.assert_allclose(data.center_crop(images, size=5), reference, atol=1e-4)
+
+
+def test_normalize():
+  white = np.full((1, 2, 2, 3), 255, np.uint8)
+  expected = (1.0 - np.array(data.IMAGENET_MEAN)) / np.array(data.IMAGENET_STD)
+  out = jax.jit(data.normalize, static_argnums=(1, 2))(white, data.IMAGENET_MEAN,
+                                                        data.IMAGENET_STD)
+  assert out.dtype == jnp.float32
+  np.testing.assert_allclose(out[0, 0, 0], expected, rtol=1e-6)
+  np.testing.assert_allclose(data.normalize(np.ones((1, 1, 1, 3), np.float32), data.IMAGENET_MEAN,
+                                            data.IMAGENET_STD)[0, 0, 0], expected, rtol=1e-6)

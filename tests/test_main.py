@@ -1,0 +1,39 @@
+"""The launcher end to end: the quickstart config shrunk to seconds."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_main(*args):
+  env = dict(os.environ, PYTHONPATH=ROOT)
+  return subprocess.run([sys.executable, "-m", "actbench.main", *args], cwd=ROOT, env=env,
+                        capture_output=True, text=True)
+
+
+def test_train_mode_writes_results_and_prints_a_leaderboard(tmp_path):
+  process = run_main("--config=configs/quickstart.py:smoke", f"--workdir={tmp_path}",
+                     "--config.activations=('relu(x)','reciprocal(zero(x))','tanh(x)')")
+  assert process.returncode == 0, process.stderr[-3000:]
+  with open(tmp_path / "leaderboard.csv", encoding="utf-8") as f:
+    rows = list(csv.DictReader(f))
+  assert [row["rank"] for row in rows] == ["1", "2", "3"]
+  assert rows[-1]["activation"] == "reciprocal(zero(x))"  # failed: ranked last
+  assert rows[-1]["diverged"] == "True"
+  assert {row["activation"] for row in rows[:2]} == {"relu(x)", "tanh(x)"}
+  assert float(rows[0]["validation_accuracy"]) >= float(rows[1]["validation_accuracy"]) > 0.5
+  with open(tmp_path / "results.json", encoding="utf-8") as f:
+    results = json.load(f)
+  assert len(results["members"]) == 3
+  assert "reciprocal(zero(x))" in process.stdout and "rank" in process.stdout
+
+
+def test_bad_mode_and_missing_config_are_usage_errors(tmp_path):
+  process = run_main("--config=configs/quickstart.py:smoke", "--config.mode=dance")
+  assert process.returncode != 0 and "config.mode must be one of" in process.stderr
+  process = run_main(f"--workdir={tmp_path}")
+  assert process.returncode != 0 and "config" in process.stderr
