@@ -239,11 +239,11 @@ class PopulationTrainer:
       images = batch["image"].reshape(chunk.shape + batch["image"].shape[1:])
       labels = batch["label"].reshape(chunk.shape)
       first_step = np.int32(epoch * self.steps_per_epoch + start)
+      # Dispatch is asynchronous: the host gathers the next chunk while this one trains.
       state, chunk_totals = self._train_chunk(state, codes, seeds, self.put_shared(images),
                                               self.put_shared(labels), self.put_shared(first_step))
-      chunk_totals = _to_host(chunk_totals)
-      totals = chunk_totals if totals is None else jax.tree.map(np.add, totals, chunk_totals)
-    return state, totals
+      totals = chunk_totals if totals is None else jax.tree.map(jnp.add, totals, chunk_totals)
+    return state, _to_host(totals)
 
   def evaluate(self, state, codes, split: data_lib.Split) -> dict[str, np.ndarray]:
     """Loss and accuracy of every member on a split: host numpy arrays."""
@@ -423,11 +423,10 @@ def _train_group(config, dataset, encoding, names: list[str], seeds: list[int],
       manager.wait_until_finished()
     if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < num_epochs:
       raise TrainingInterrupted(epoch + 1)
-  metrics = {}
-  last_train = history[-1] if history else {"train_loss": [np.nan] * size,
-                                            "train_accuracy": [np.nan] * size}
-  metrics["train_loss"] = last_train["train_loss"]
-  metrics["train_accuracy"] = last_train["train_accuracy"]
+  # Train metrics of each member's last epoch with finite ones (a diverged member's last
+  # healthy epoch).
+  metrics = {name: _last_finite([epoch[name] for epoch in history], size)
+             for name in ("train_loss", "train_accuracy")}
   for split_name in ("validation", "test"):
     split = getattr(dataset, split_name)
     if split.num_examples == 0:
@@ -441,6 +440,14 @@ def _train_group(config, dataset, encoding, names: list[str], seeds: list[int],
     diverged = diverged | ~np.isfinite(metrics["validation_loss"])
   wall = elapsed + time.perf_counter() - start
   return metrics, diverged.tolist(), wall, history
+
+
+def _last_finite(per_epoch: list[list[float]], size: int) -> list[float]:
+  values = np.full(size, np.nan)
+  for epoch_values in per_epoch:
+    epoch_values = np.asarray(epoch_values, np.float64)
+    values = np.where(np.isfinite(epoch_values), epoch_values, values)
+  return values.tolist()
 
 
 def _history_arrays(history):

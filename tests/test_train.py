@@ -3,6 +3,7 @@
 import importlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -67,14 +68,24 @@ def test_diverging_member_is_isolated(digits):
     assert with_bad.metrics[name][2] == values[2], name
 
 
-def test_member_diverging_midway_keeps_its_last_finite_state(digits):
-  # A huge learning rate makes every member blow up after a few steps; each keeps its last
-  # finite parameters, so its evaluation is still finite, and it is marked diverged.
-  result = train.train_population(smoke_config(learning_rate=1e6), ["relu(x)"], [0],
+def test_member_diverging_midway_keeps_its_last_finite_metrics(digits):
+  # square(x) with this learning rate trains through the first epoch and blows up in the
+  # second: the member stops updating, is marked diverged and reports its last finite epoch.
+  result = train.train_population(smoke_config(learning_rate=1.0), ["square(x)"], [0],
                                   dataset=digits)
   assert result.diverged == [True]
-  assert np.isfinite(result.metrics["validation_loss"][0]) or np.isnan(
-      result.metrics["validation_accuracy"][0])
+  first, second = result.history[0]["epochs"]
+  assert np.isfinite(first["train_loss"][0]) and np.isnan(second["train_loss"][0])
+  assert result.metrics["train_loss"] == first["train_loss"]
+  assert result.metrics["train_accuracy"] == first["train_accuracy"]
+
+
+def test_bfloat16_where_the_config_asks(digits):
+  config = smoke_config()
+  config.model.dtype = "bfloat16"
+  result = train.train_population(config, ["swish(x)"], [0], dataset=digits)
+  assert result.diverged == [False]
+  assert result.metrics["validation_accuracy"][0] > 0.5
 
 
 def test_deterministic_under_a_fixed_seed(digits):
@@ -131,32 +142,61 @@ def test_missing_dataset_names_the_fix(tmp_path):
 
 
 SHARDED = textwrap.dedent("""
-    import json, os, sys
+    import json, sys
     import jax
+    if len(sys.argv) > 1:  # process i of n, on this host
+      process, processes, port = map(int, sys.argv[1:])
+      jax.config.update("jax_cpu_collectives_implementation", "gloo")
+      jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=processes,
+                                 process_id=process)
     from actbench import train
     from configs import quickstart
-    config = quickstart.get_config("smoke")
-    result = train.train_population(config, ["relu(x)", "tanh(x)", "swish(x)"], [0, 1])
-    print(json.dumps({"devices": jax.device_count(), "metrics": result.metrics,
-                      "diverged": result.diverged}))
+    result = train.train_population(quickstart.get_config("smoke"),
+                                    ["relu(x)", "tanh(x)", "swish(x)"], [0, 1])
+    print(json.dumps({"devices": jax.device_count(), "processes": jax.process_count(),
+                      "metrics": result.metrics, "diverged": result.diverged}))
 """)
 
 
-def _run_with_devices(count: int) -> dict:
-  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={count}",
+def _start(devices: int, *args) -> subprocess.Popen:
+  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
              JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
-  output = subprocess.run([sys.executable, "-c", SHARDED], env=env, cwd=ROOT, check=True,
-                          capture_output=True, text=True).stdout
-  return json.loads(output.strip().splitlines()[-1])
+  return subprocess.Popen([sys.executable, "-c", SHARDED, *map(str, args)], env=env, cwd=ROOT,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def test_population_sharded_over_four_devices_equals_one():
-  four = _run_with_devices(4)
-  one = _run_with_devices(1)
-  assert four["devices"] == 4 and one["devices"] == 1
-  assert four["diverged"] == one["diverged"]
-  for name, values in one["metrics"].items():
-    np.testing.assert_allclose(four["metrics"][name], values, rtol=1e-5, err_msg=name)
+def _result(process: subprocess.Popen) -> dict:
+  stdout, stderr = process.communicate(timeout=600)
+  assert process.returncode == 0, stderr[-3000:]
+  return json.loads(stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def one_device():
+  return _result(_start(1))
+
+
+def assert_same_results(result, reference):
+  assert result["diverged"] == reference["diverged"]
+  for name, values in reference["metrics"].items():
+    np.testing.assert_allclose(result["metrics"][name], values, rtol=1e-5, err_msg=name)
+
+
+def test_population_sharded_over_four_devices_equals_one(one_device):
+  four = _result(_start(4))
+  assert four["devices"] == 4 and one_device["devices"] == 1
+  assert_same_results(four, one_device)
+
+
+def test_two_processes_with_jax_distributed_equal_one(one_device):
+  with socket.socket() as probe:  # a free port for the coordinator
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+  processes = [_start(1, i, 2, port) for i in range(2)]
+  results = [_result(p) for p in processes]
+  for result in results:
+    assert result["processes"] == 2 and result["devices"] == 2
+    assert_same_results(result, one_device)
 
 
 @pytest.mark.parametrize("config_name", ["quickstart", "cnn", "resnet"])
