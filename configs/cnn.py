@@ -17,32 +17,14 @@ from configs import common
 
 
 def get_config(arg: str = ""):
-  config = common.base_config()
-  config.dataset.name = "cifar10"
-  config.dataset.validation_size = 5000
+  config = common.cifar_config("cifar10")
   config.model.name = "allcnnc"
-  config.train.batch_size = 128
   config.train.num_epochs = 350
-  config.train.optimizer = "sgd"
   config.train.learning_rate = 0.01
-  config.train.momentum = 0.9
   config.train.weight_decay = 0.001
-  config.train.schedule = "step"
   config.train.decay_epochs = (200, 250, 300)
-  config.train.decay_factor = 0.1
-  config.train.augment = True
-  config.train.steps_per_call = 50  # ~7 calls per epoch; bounds the data on device
-  config.train.eval_batch_size = 500
-  config.train.eval_batches_per_call = 5
-  config.seeds = (0, 1, 2)  # Act-Bench: 3 runs per function, median reported
   if arg == "smoke":
-    config.seeds = (0,)
-    config.dataset.validation_size = 8
-    config.train.batch_size = 8
-    config.train.num_epochs = 1
-    config.train.steps_per_call = 0
-    config.train.eval_batch_size = 8
-    config.train.eval_batches_per_call = 0
+    common.shrink_for_smoke(config)
   elif arg:
     raise ValueError(f"unknown config argument {arg!r} (known: smoke)")
   return config

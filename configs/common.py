@@ -54,3 +54,33 @@ def base_config() -> ml_collections.ConfigDict:
   config.population.normalize = False  # train (f - E f) / std f under N(0,1) instead of f
   config.population.schema = ""  # encode over this search space ('' = infer from the names)
   return config
+
+
+def cifar_config(dataset: str = "cifar10") -> ml_collections.ConfigDict:
+  """The base config with what the CIFAR benchmarks share: data, batching, evaluation, seeds."""
+  config = base_config()
+  config.dataset.name = dataset
+  config.dataset.validation_size = 5000  # held out of the 50,000 training images
+  config.train.batch_size = 128
+  config.train.optimizer = "sgd"
+  config.train.momentum = 0.9
+  config.train.schedule = "step"
+  config.train.decay_factor = 0.1
+  config.train.augment = True  # flips and translations (pad 4, random 32x32 crop)
+  config.train.steps_per_call = 50  # ~7 calls per epoch; bounds the data on device
+  config.train.eval_batch_size = 500
+  config.train.eval_batches_per_call = 5
+  config.seeds = (0, 1, 2)  # Act-Bench: 3 runs per function, median reported
+  return config
+
+
+def shrink_for_smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A few steps of tiny batches: `--config=FILE.py:smoke`, for tests on tiny mock data."""
+  config.seeds = (0,)
+  config.dataset.validation_size = 8
+  config.train.batch_size = 8
+  config.train.num_epochs = 1
+  config.train.steps_per_call = 0
+  config.train.eval_batch_size = 8
+  config.train.eval_batches_per_call = 0
+  return config

@@ -17,33 +17,15 @@ from configs import common
 
 
 def get_config(arg: str = ""):
-  config = common.base_config()
-  config.dataset.name = "cifar10"
-  config.dataset.validation_size = 5000
+  config = common.cifar_config("cifar10")
   config.model.name = "resnet56"
-  config.train.batch_size = 128
   config.train.num_epochs = 182
-  config.train.optimizer = "sgd"
   config.train.learning_rate = 0.1
-  config.train.momentum = 0.9
   config.train.weight_decay = 1e-4
-  config.train.schedule = "step"
   config.train.decay_epochs = (91, 136)
-  config.train.decay_factor = 0.1
-  config.train.augment = True
-  config.train.steps_per_call = 50
-  config.train.eval_batch_size = 500
-  config.train.eval_batches_per_call = 5
-  config.seeds = (0, 1, 2)  # Act-Bench: 3 runs per function, median reported
   if arg == "smoke":
-    config.seeds = (0,)
+    common.shrink_for_smoke(config)
     config.model.kwargs.depth = 8  # ResNet-8: same blocks, one per stage
-    config.dataset.validation_size = 8
-    config.train.batch_size = 8
-    config.train.num_epochs = 1
-    config.train.steps_per_call = 0
-    config.train.eval_batch_size = 8
-    config.train.eval_batches_per_call = 0
   elif arg:
     raise ValueError(f"unknown config argument {arg!r} (known: smoke)")
   return config

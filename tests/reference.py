@@ -178,3 +178,14 @@ def nary(name, *args):
   for arg in args[1:]:
     result = binary(NARY[name], result, arg)
   return result
+
+
+def assert_same_values(actual, expected, rtol, atol=0.0):
+  """Same NaN and +-inf positions; finite values close (relative); signs of zeros ignored."""
+  actual = np.asarray(actual, np.float64)
+  expected = np.asarray(expected, np.float64)
+  np.testing.assert_array_equal(np.isnan(actual), np.isnan(expected))
+  np.testing.assert_array_equal(np.isposinf(actual), np.isposinf(expected))
+  np.testing.assert_array_equal(np.isneginf(actual), np.isneginf(expected))
+  finite = np.isfinite(expected)
+  np.testing.assert_allclose(actual[finite], expected[finite], rtol=rtol, atol=atol)

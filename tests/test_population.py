@@ -7,6 +7,7 @@ import pytest
 
 import actbench
 from actbench import features, population, space
+from tests import reference
 
 
 @pytest.fixture(scope="module")
@@ -14,15 +15,6 @@ def benchmark_space():
   names = list(space.enumerate(space.BENCHMARK_SCHEMA))
   encoding = population.Encoding.for_space(space.BENCHMARK_SCHEMA)
   return names, encoding, encoding.encode(names)
-
-
-def assert_same_function_values(actual, expected, rtol=2e-6, atol=1e-30):
-  actual, expected = np.asarray(actual), np.asarray(expected)
-  np.testing.assert_array_equal(np.isnan(actual), np.isnan(expected))
-  np.testing.assert_array_equal(np.isposinf(actual), np.isposinf(expected))
-  np.testing.assert_array_equal(np.isneginf(actual), np.isneginf(expected))
-  finite = np.isfinite(expected)
-  np.testing.assert_allclose(actual[finite], expected[finite], rtol=rtol, atol=atol)
 
 
 def test_codes_round_trip(benchmark_space):
@@ -46,9 +38,10 @@ def test_evaluator_equals_compiled_functions_over_the_benchmark_space(benchmark_
   # of their operands (amplified by cancellation or pow), the others to float32 rounding.
   fused = np.array(["hard_sigmoid" in name for name in names])
   for population_values in (mapped, vmapped):
-    assert_same_function_values(population_values[~fused], compiled[~fused])
-    assert_same_function_values(population_values[fused], compiled[fused], rtol=1e-5,
-                                atol=1e-6)
+    reference.assert_same_values(population_values[~fused], compiled[~fused], rtol=2e-6,
+                                 atol=1e-30)
+    reference.assert_same_values(population_values[fused], compiled[fused], rtol=1e-5,
+                                 atol=1e-6)
   np.testing.assert_array_equal(mapped, vmapped)
 
 
