@@ -31,6 +31,20 @@ from actbench import compiler, operators
 from actbench.expression import Expr, ExpressionError, parse, parse_schema
 
 
+STRATEGIES = ("auto", "map", "vmap")
+
+
+def resolve_strategy(strategy: str) -> str:
+  """How a population's members run: 'map' (lax.map; only each member's own operators run,
+  the fastest on CPU) or 'vmap' (every operator runs, the selected one is kept; accelerators).
+  'auto' picks map on CPU and vmap elsewhere."""
+  if strategy not in STRATEGIES:
+    raise ValueError(f"population strategy must be one of {STRATEGIES}, got {strategy!r}")
+  if strategy == "auto":
+    return "map" if jax.default_backend() == "cpu" else "vmap"
+  return strategy
+
+
 def _with_forward_derivative(elementwise):
   """The elementwise function with a custom JVP that computes f and f' in one pass.
 

@@ -8,6 +8,7 @@ import math
 import os
 
 import jax
+import numpy as np
 
 from actbench.train import PopulationResult
 
@@ -70,3 +71,17 @@ def write(result: PopulationResult, workdir: str) -> list[str]:
     writer.writerows(leaderboard(result))
   os.replace(csv_path + ".tmp", csv_path)
   return [json_path, csv_path]
+
+
+def write_features(names, outputs, fisher_result, workdir: str) -> str | None:
+  """Writes features.npz (names, output features, Fisher features, failures as JSON)."""
+  if jax.process_index() != 0:
+    return None
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, "features.npz")
+  failed = {names[i]: reason for i, reason in fisher_result.failed.items()}
+  with open(path + ".tmp", "wb") as f:
+    np.savez(f, names=np.asarray(names), outputs=outputs, fisher=fisher_result.features,
+             fisher_failed=json.dumps(failed))
+  os.replace(path + ".tmp", path)
+  return path

@@ -47,17 +47,9 @@ from actbench import data as data_lib
 from actbench import models, optim, population
 from actbench.expression import parse
 
-STRATEGIES = ("auto", "map", "vmap")
+STRATEGIES = population.STRATEGIES
+resolve_strategy = population.resolve_strategy
 _AXIS = "population"
-_METRICS = ("loss", "correct", "count")
-
-
-def resolve_strategy(strategy: str) -> str:
-  if strategy not in STRATEGIES:
-    raise ValueError(f"config.population.strategy must be one of {STRATEGIES}, got {strategy!r}")
-  if strategy == "auto":
-    return "map" if jax.default_backend() == "cpu" else "vmap"
-  return strategy
 
 
 def _dtype(name: str):

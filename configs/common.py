@@ -53,6 +53,16 @@ def base_config() -> ml_collections.ConfigDict:
   config.population.strategy = "auto"  # auto | map (lax.map, CPU) | vmap (accelerators)
   config.population.normalize = False  # train (f - E f) / std f under N(0,1) instead of f
   config.population.schema = ""  # encode over this search space ('' = infer from the names)
+
+  config.fisher = ml_collections.ConfigDict()  # Fisher features of candidates at initialization
+  config.fisher.method = "kfac"  # kfac (the paper's K-FAC spectrum) | lanczos (exact, SLQ)
+  config.fisher.batch_size = 128  # one training batch (epoch 0's first, no augmentation)
+  config.fisher.type = "empirical"  # kfac: empirical (true labels) | sampled (model's labels)
+  config.fisher.seed = 0  # initialization (and sampled labels)
+  config.fisher.published_shift = False  # kfac: the constant shifts of published Act-Bench files
+  config.fisher.batch_chunk = 32  # examples per pass: bounds memory (0: the whole batch)
+  config.fisher.lanczos_probes = 16  # lanczos: Rademacher probes averaged
+  config.fisher.lanczos_bins = 100  # lanczos: CDF bins over log-eigenvalues in [-100, 100]
   return config
 
 

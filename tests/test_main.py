@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import numpy as np
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -37,3 +39,15 @@ def test_bad_mode_and_missing_config_are_usage_errors(tmp_path):
   assert process.returncode != 0 and "config.mode must be one of" in process.stderr
   process = run_main(f"--workdir={tmp_path}")
   assert process.returncode != 0 and "config" in process.stderr
+
+
+def test_features_mode_writes_output_and_fisher_features(tmp_path):
+  process = run_main("--config=configs/quickstart.py:smoke", f"--workdir={tmp_path}",
+                     "--config.mode=features", "--config.fisher.batch_size=16",
+                     "--config.activations=('relu(x)','reciprocal(zero(x))')")
+  assert process.returncode == 0, process.stderr[-3000:]
+  saved = np.load(tmp_path / "features.npz")
+  assert list(saved["names"]) == ["relu(x)", "reciprocal(zero(x))"]
+  assert saved["outputs"].shape == (2, 1000)
+  assert np.all(np.isfinite(saved["fisher"][0])) and np.all(np.isnan(saved["fisher"][1]))
+  assert "reciprocal(zero(x))" in json.loads(str(saved["fisher_failed"]))

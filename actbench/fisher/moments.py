@@ -15,24 +15,29 @@ offset d and stride phase visit the same positions except for a strip at the bor
 the first `num_shifted` spatial dimensions the taps are not gathered into patches; instead each
 such class of tap pairs is summed once per "cell" (a rectangle of positions where the pairs'
 ranges agree), and a pair's block is the sum of its cells. Positions that only ever see zero
-padding are skipped. With both dimensions shifted a 3x3 stride-1 layer needs 13 large products
-of C x C instead of 81 (the upper triangle: A is symmetric); with 0 shifted dimensions this is
-plain im2col. `choose_num_shifted` picks the cheapest within a cap on the number of products
-(XLA:CPU compile time grows with the count).
+padding are skipped. With both dimensions shifted a 3x3 stride-1 layer needs 13 large C x C
+products (one per tap offset; offsets d and -d share one, A being symmetric) where im2col's
+(9C x 9C) product costs 81; with 0 shifted dimensions this is plain im2col.
+`choose_num_shifted` picks the cheapest, charging each product CELL_COST flops for the time
+XLA:CPU takes to compile and launch it.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import itertools
 import math
 
 import jax.numpy as jnp
 from jax import lax
 
-# A plan with more products than this is not used (compile time); see choose_num_shifted.
-MAX_CELLS = 64
+# What one more product (cell) costs, in flops of one batch chunk: on XLA:CPU each adds about
+# 35 ms of compile time (measured on All-CNN-C; amortized over a population) and a launch per
+# chunk. With this value
+# tiny layers use im2col, and All-CNN-C's large stride-1 layers shift both dimensions.
+CELL_COST = 1e8
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -114,6 +119,7 @@ class ShiftPlan:
     return 2 * self.positions * rows_other * geometry.groups * width * width
 
 
+@functools.lru_cache(maxsize=256)
 def shift_plan(geometry: ConvGeometry, num_shifted: int) -> ShiftPlan:
   """The cells and pair->cells map for shifting the first `num_shifted` spatial dims."""
   dims = range(num_shifted)
@@ -170,17 +176,15 @@ def shift_plan(geometry: ConvGeometry, num_shifted: int) -> ShiftPlan:
 
 
 def choose_num_shifted(geometry: ConvGeometry, channels: int, batch: int) -> int:
-  """The number of leading spatial dims to shift: the fewest flops among plans with at most
-  MAX_CELLS products (0, plain im2col, always qualifies)."""
-  best, best_flops = 0, None
+  """The number of leading spatial dims to shift (0: plain im2col) with the lowest cost:
+  flops of the products for `batch` examples + CELL_COST per product."""
+  best, best_cost = 0, None
   for m in range(geometry.rank + 1):
     plan = shift_plan(geometry, m)
-    if m and len(plan.cells) > MAX_CELLS:
-      continue
     rows_other = batch * math.prod(geometry.out_spatial[m:])
-    flops = plan.flops(geometry, channels, rows_other)
-    if best_flops is None or flops < best_flops:
-      best, best_flops = m, flops
+    cost = plan.flops(geometry, channels, rows_other) + CELL_COST * len(plan.cells)
+    if best_cost is None or cost < best_cost:
+      best, best_cost = m, cost
   return best
 
 

@@ -1,0 +1,117 @@
+"""Fisher features of activations for an experiment config: its model, one training batch.
+
+`config.fisher.method` picks the spectrum:
+
+  kfac     the paper's: per-layer K-FAC blocks, log-eigenvalue CDFs (kfac.py); every candidate
+           of a population in one compiled program.
+  lanczos  beyond the paper: the spectral density of the exact empirical Fisher of all
+           parameters by stochastic Lanczos quadrature (actbench/lanczos.py), as one CDF over
+           log-eigenvalues; one compiled program per activation.
+
+    from actbench import fisher
+    result = fisher.features(config, ["relu(x)", "swish(x)"])
+    result.features      # (2, d) float32; NaN rows for result.failed
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+import jax
+import numpy as np
+
+from actbench import compiler, lanczos, population, train
+from actbench.fisher import kfac
+from actbench.fisher.kfac import FisherFeatures
+
+METHODS = ("kfac", "lanczos")
+
+
+def fisher_batch(config, dataset) -> tuple[np.ndarray, np.ndarray]:
+  """The first config.fisher.batch_size training examples in epoch 0's order for config.seed,
+  preprocessed for evaluation (no augmentation): (images float32, labels int32)."""
+  batch_size = int(config.fisher.batch_size)
+  rows = dataset.train.batch_indices(batch_size, seed=int(config.seed), epoch=0)
+  if not len(rows):
+    raise ValueError(f"config.fisher.batch_size {batch_size} is larger than the training split "
+                     f"({dataset.train.num_examples} examples)")
+  batch = dataset.train.gather(rows[0])
+  images = np.asarray(dataset.preprocess(batch["image"], train=False), np.float32)
+  return images, np.asarray(batch["label"], np.int32)
+
+
+def _population_form(config, names: Sequence[str]):
+  schema = config.population.get("schema", "")
+  if schema:
+    encoding = population.Encoding.for_space(schema)
+    return encoding, encoding.encode(names)
+  schemas = {str(population.schema_of(name)) for name in names}
+  if len(schemas) == 1:
+    return population.encode(names)
+  table = population.FunctionTable.of(names)
+  return table, table.encode(names)
+
+
+def features(config, names: Sequence[str], *, dataset=None) -> FisherFeatures:
+  """Fisher CDF features of `names` with config's model at initialization (config.fisher.seed)
+  on one training batch. Failed candidates get NaN rows and a reason in `failed`."""
+  if isinstance(names, str):
+    raise TypeError("names must be a list of activation names, got a single string")
+  names = list(names)
+  cfg = config.fisher
+  method = cfg.get("method", "kfac")
+  if method not in METHODS:
+    raise ValueError(f"config.fisher.method must be one of {METHODS}, got {method!r}")
+  dataset = dataset if dataset is not None else train.load_dataset(config)
+  images, labels = fisher_batch(config, dataset)
+  num_classes = dataset.info.num_classes
+
+  def make_model(act):
+    return train.build_model(config, act, num_classes)
+
+  seed = int(cfg.get("seed", 0))
+  if method == "kfac":
+    encoding, codes = _population_form(config, names)
+    fisher_type = cfg.get("type", "empirical")
+    return kfac.population_features(
+        make_model, encoding, codes, images, labels, seed=seed, fisher_type=fisher_type,
+        key=jax.random.PRNGKey(seed) if fisher_type == "sampled" else None,
+        batch_chunk=int(cfg.get("batch_chunk", 32)) or None,
+        strategy=config.population.get("strategy", "auto"),
+        published_shift=bool(cfg.get("published_shift", False)),
+        normalize=bool(config.population.get("normalize", False)))
+  return _lanczos_features(config, names, make_model, images, labels, seed)
+
+
+def _lanczos_features(config, names, make_model, images, labels, seed) -> FisherFeatures:
+  cfg = config.fisher
+  num_bins = int(cfg.get("lanczos_bins", 100))
+  start = time.perf_counter()
+  variables = kfac.init_variables(make_model, images.shape[1:], seed)
+  params = variables["params"]
+  others = {k: v for k, v in variables.items() if k != "params"}
+  rows, failed = [], {}
+  for index, name in enumerate(names):
+    try:
+      act = compiler.compile(name, bool(config.population.get("normalize", False)))
+    except ValueError as error:  # not normalizable
+      failed[index] = str(error)
+      rows.append(np.full(num_bins, np.nan, np.float32))
+      continue
+    model = make_model(act)
+
+    def model_apply(p, x, model=model):
+      return model.apply({"params": p, **others}, x, train=False)
+
+    density = lanczos.spectral_density(model_apply, params, images, labels,
+                                       num_probes=int(cfg.get("lanczos_probes", 16)), seed=seed,
+                                       chunk_size=int(cfg.get("batch_chunk", 32)) or None)
+    row = lanczos.cdf_feature(density.nodes, density.weights, num_bins)
+    if density.failure or not np.all(np.isfinite(row)):
+      failed[index] = density.failure or "no positive eigenvalue mass in range"
+      row = np.full(num_bins, np.nan, np.float32)
+    rows.append(row)
+  return FisherFeatures(names=names, features=np.stack(rows).astype(np.float32), failed=failed,
+                        dropped=np.full((len(names), 0), -1, np.int64), layers=[], uncovered=[],
+                        seconds={"total": time.perf_counter() - start})

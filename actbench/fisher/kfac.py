@@ -1,0 +1,402 @@
+"""K-FAC factors of one model or of a whole population, and their CDF features.
+
+See the package docstring (`actbench.fisher`) for the definitions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from actbench import population
+from actbench.fisher import capture, spectrum
+from actbench.fisher.capture import Layer, Uncovered
+
+FISHER_TYPES = ("empirical", "sampled")
+_AXIS = "population"
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerFactors:
+  """The K-FAC factors of one layer, host float64.
+
+  A: (num_blocks, a_dim, a_dim), G: (num_blocks, g_dim, g_dim); the layer's Fisher block is
+  block_diag over blocks of kron(A[b], G[b]) (one block for Dense and Conv layers, one per
+  channel group for depthwise and grouped convolutions).
+  """
+
+  path: str
+  kind: str
+  A: np.ndarray  # pylint: disable=invalid-name
+  G: np.ndarray  # pylint: disable=invalid-name
+  num_weights: int
+  has_bias: bool
+
+  @property
+  def num_blocks(self) -> int:
+    return self.A.shape[0]
+
+
+@dataclasses.dataclass
+class FisherFeatures:
+  """Fisher CDF features of a population.
+
+  Attributes:
+    names: the members' activations (decoded codes).
+    features: (n, d) float32; a failed member's row is NaN.
+    failed: member index -> why it has no features (non-finite forward or backward pass, or a
+      layer without any log-eigenvalue in range).
+    dropped: (n, num_layers) int64, non-positive eigenvalue products dropped per layer (-1
+      where not computed).
+    layers: the covered layers, in model order (the feature vector's order).
+    uncovered: weights the approximation leaves out (BatchNorm, embeddings, ...).
+    seconds: wall time of 'setup' (initialization, finding the layers), 'compile' (dispatching
+      the compiled calls: tracing and compiling the program on its first use, about 0 once it
+      is cached), 'device' (waiting for their results) and 'host' (eigendecompositions and
+      histograms; on accelerators these overlap with the next group's computation).
+  """
+
+  names: list[str]
+  features: np.ndarray
+  failed: dict[int, str]
+  dropped: np.ndarray
+  layers: list[Layer]
+  uncovered: list[Uncovered]
+  seconds: dict[str, float] = dataclasses.field(default_factory=dict)
+
+
+def _apply_kwargs(apply_kwargs: dict | None) -> dict:
+  return {"train": False} if apply_kwargs is None else dict(apply_kwargs)
+
+
+def _chunk_size(batch: int, batch_chunk: int | None) -> int:
+  """The largest divisor of `batch` not above `batch_chunk` (the whole batch if None)."""
+  if batch_chunk is None or batch_chunk >= batch:
+    return batch
+  if batch_chunk < 1:
+    raise ValueError(f"batch_chunk must be positive, got {batch_chunk}")
+  return max(d for d in range(1, batch_chunk + 1) if batch % d == 0)
+
+
+def _noise(fisher_type: str, key, batch: int, num_classes: int) -> np.ndarray:
+  """Gumbel noise for sampled labels, (batch, classes); zeros (batch, 1) for 'empirical'."""
+  if fisher_type not in FISHER_TYPES:
+    raise ValueError(f"fisher_type must be one of {FISHER_TYPES}, got {fisher_type!r}")
+  if fisher_type == "empirical":
+    return np.zeros((batch, 1), np.float32)
+  if key is None:
+    raise ValueError("fisher_type='sampled' needs a key (an int seed or a jax random key)")
+  if isinstance(key, (int, np.integer)):
+    key = jax.random.key(int(key), impl="rbg")
+  return np.asarray(jax.random.gumbel(key, (batch, num_classes), jnp.float32))
+
+
+def _chunked(array, chunk: int):
+  array = np.asarray(array)
+  return array.reshape((array.shape[0] // chunk, chunk) + array.shape[1:])
+
+
+def _published_scales(layer: Layer, batch: int, rows: int) -> tuple[float, float]:
+  """(scale of A, scale of G) that turn this module's factors into the published convention.
+
+  The published features use a batch-MEAN loss, so every output gradient is 1/B of ours and
+  the sums of g g^T are 1/B^2 of ours; and a Dense layer's sums are divided by its input width
+  + 1 instead of by their count (B for A, B*T for G, T = rows per example, 1 for (B, d)
+  inputs). Hence
+    conv:  A * 1,              G / B^2                      (log-eigenvalues: -2 log B)
+    dense: A * B / (d_in + 1), G * B*T / (B^2 (d_in + 1))   (for T = 1: -2 log(d_in + 1))
+  """
+  if layer.kind == "dense":
+    width = layer.input_width + 1
+    return batch / width, rows / (batch**2 * width)
+  return 1.0, 1.0 / batch**2
+
+
+def _finish(layers: Sequence[Layer], rows: dict, batch: int, a_sums: dict, g_sums: dict,
+            published_shift: bool) -> list[LayerFactors]:
+  """Host factors from the device sums of one model: A / B, G / (B * T), float64."""
+  out = []
+  for layer in layers:
+    a = np.asarray(a_sums[layer.path], np.float64) / batch
+    g = np.asarray(g_sums[layer.path], np.float64) / rows[layer.path]
+    if published_shift:
+      scale_a, scale_g = _published_scales(layer, batch, rows[layer.path])
+      a, g = a * scale_a, g * scale_g
+    out.append(LayerFactors(layer.path, layer.kind, a, g, layer.num_weights, layer.has_bias))
+  return out
+
+
+def _total_rows(calls: Sequence[capture.Call], num_chunks: int) -> dict[str, int]:
+  rows: dict[str, int] = {}
+  for call in calls:
+    rows[call.layer.path] = rows.get(call.layer.path, 0) + call.rows * num_chunks
+  return rows
+
+
+def find_layers(model: nn.Module, variables, images, *,
+                apply_kwargs: dict | None = None) -> tuple[list[Layer], list[Uncovered]]:
+  """The layers the Fisher approximation covers, and the weights it does not (traced only).
+
+  images: an example batch (any batch size; only shapes are used).
+  """
+  calls, uncovered, _ = capture.trace_calls(model, variables, jnp.asarray(images),
+                                            _apply_kwargs(apply_kwargs))
+  return capture.layers_of(calls), uncovered
+
+
+_SINGLE_PROGRAMS: dict = {}
+
+
+def _single_program(model, calls, fisher_type, apply_items):
+  key = (model, tuple(calls), fisher_type, apply_items)
+  if key not in _SINGLE_PROGRAMS:
+    if len(_SINGLE_PROGRAMS) >= 16:
+      _SINGLE_PROGRAMS.pop(next(iter(_SINGLE_PROGRAMS)))
+    _SINGLE_PROGRAMS[key] = jax.jit(functools.partial(
+        capture.chunked_sums, model, calls=calls, fisher_type=fisher_type,
+        apply_kwargs=dict(apply_items)))
+  return _SINGLE_PROGRAMS[key]
+
+
+def kfac_factors(model: nn.Module, variables, images, labels, *, fisher_type: str = "empirical",
+                 key=None, batch_chunk: int | None = None, published_shift: bool = False,
+                 apply_kwargs: dict | None = None) -> list[LayerFactors]:
+  """K-FAC factors A and G of every covered layer of `model` on one batch, in model order.
+
+  Args:
+    model, variables: a Flax model and its variables, e.g. `model.init(...)`.
+    images, labels: one batch (B, ...) and its integer labels (B,).
+    fisher_type: 'empirical' (the batch's labels) or 'sampled' (labels drawn from the model's
+      predictive distribution with `key`).
+    key: for 'sampled': an int seed (rbg generator) or a jax random key.
+    batch_chunk: examples per sub-batch (the largest divisor of B not above it); sums are
+      accumulated over sub-batches, so memory is that of one sub-batch. None: one pass.
+    published_shift: use the published benchmark files' scaling (see `_published_scales`).
+    apply_kwargs: keyword arguments of `model.apply`; default {'train': False} (inference mode:
+      no dropout, batch norm with its running statistics), as actbench.models take it.
+  """
+  apply_kwargs = _apply_kwargs(apply_kwargs)
+  images = np.asarray(images)
+  labels = np.asarray(labels)
+  batch = images.shape[0]
+  chunk = _chunk_size(batch, batch_chunk)
+  calls, _, logits = capture.trace_calls(model, variables, jnp.asarray(images[:chunk]),
+                                         apply_kwargs)
+  noise = _noise(fisher_type, key, batch, logits.shape[-1])
+  program = _single_program(model, tuple(calls), fisher_type, tuple(sorted(apply_kwargs.items())))
+  a_sums, g_sums, _ = jax.device_get(program(variables, images=_chunked(images, chunk),
+                                             labels=_chunked(labels, chunk),
+                                             noise=_chunked(noise, chunk)))
+  return _finish(capture.layers_of(calls), _total_rows(calls, batch // chunk), batch, a_sums,
+                 g_sums, published_shift)
+
+
+def log_eigenvalues(factors: Sequence[LayerFactors]) -> tuple[list[np.ndarray], np.ndarray]:
+  """Per layer, every log a_i + log g_j over the eigenvalues of each block's A and G.
+
+  Eigenvalues are computed with `eigh` in float64 on the host. Products with a non-positive
+  factor eigenvalue are dropped. Returns (log-eigenvalues per layer, float64 arrays; the number
+  dropped per layer, int64 array).
+
+  Raises:
+    ValueError: a factor is not finite.
+  """
+  values, dropped = [], []
+  for f in factors:
+    for name, matrix in (("A", f.A), ("G", f.G)):
+      if not np.all(np.isfinite(matrix)):
+        raise ValueError(f"layer {f.path}: {name} is not finite")
+    v, d = spectrum.block_log_eigenvalues(spectrum.eigenvalues(f.A), spectrum.eigenvalues(f.G))
+    values.append(v)
+    dropped.append(d)
+  return values, np.asarray(dropped, np.int64)
+
+
+def cdf_features(log_eigs: Sequence[np.ndarray], num_weights: Sequence[int]) -> np.ndarray:
+  """The CDF feature vector (float32) of per-layer log-eigenvalues: for each layer, a histogram
+  on [-100, 100] with num_weights // 100 equally spaced edges (at least 2), cumulated and
+  normalized to end at 1 (NaN if empty); layers concatenated in order."""
+  return spectrum.cdf_features(log_eigs, num_weights)
+
+
+# ---- populations ----
+
+
+@functools.lru_cache(maxsize=8)
+def _initializer(make_model, image_shape: tuple[int, ...], apply_items: tuple):
+  @jax.jit
+  def initialize(seed):
+    # As actbench.train: parameters do not depend on the activation (built with the identity),
+    # RBG keys (fast to compile on XLA:CPU), a one-image batch of zeros.
+    model = make_model(lambda x: x)
+    key = jax.random.key(seed, impl="rbg")
+    sample = jnp.zeros((1,) + image_shape, jnp.float32)
+    return model.init({"params": key, "dropout": key}, sample, **dict(apply_items))
+  return initialize
+
+
+def init_variables(make_model: Callable, image_shape: Sequence[int], seed: int = 0,
+                   apply_kwargs: dict | None = None):
+  """The variables every population member starts from (the same as actbench.train's for this
+  seed when `make_model(act)` builds the config's model)."""
+  items = tuple(sorted(_apply_kwargs(apply_kwargs).items()))
+  return _initializer(make_model, tuple(image_shape), items)(np.int32(seed))
+
+
+_POPULATION_PROGRAMS: dict = {}
+
+
+def _population_program(make_model, encoding, calls, fisher_type, strategy, normalize,
+                        apply_items):
+  key = (make_model, encoding, calls, fisher_type, strategy, normalize, apply_items,
+         jax.device_count())
+  if key in _POPULATION_PROGRAMS:
+    return _POPULATION_PROGRAMS[key]
+
+  def member(codes, variables, images, labels, noise):
+    model = make_model(encoding.activation(codes, normalize))
+    return capture.chunked_sums(model, variables, calls, images, labels, noise, fisher_type,
+                                dict(apply_items))
+
+  def members(codes, variables, images, labels, noise):
+    shared = (variables, images, labels, noise)
+    if strategy == "map":
+      return jax.lax.map(lambda c: member(c, *shared), codes)
+    return jax.vmap(lambda c: member(c, *shared))(codes)
+
+  mesh = jax.make_mesh((jax.device_count(),), (_AXIS,))
+  sharded = jax.jit(jax.shard_map(members, mesh=mesh, in_specs=(jax.P(_AXIS),) + (jax.P(),) * 4,
+                                  out_specs=jax.P(_AXIS), check_vma=False))
+  member_sharding = jax.NamedSharding(mesh, jax.P(_AXIS))
+  replicated = jax.NamedSharding(mesh, jax.P())
+
+  def program(codes, *shared):
+    return sharded(jax.device_put(codes, member_sharding), *jax.device_put(shared, replicated))
+
+  if len(_POPULATION_PROGRAMS) >= 8:
+    _POPULATION_PROGRAMS.pop(next(iter(_POPULATION_PROGRAMS)))
+  _POPULATION_PROGRAMS[key] = program
+  return program
+
+
+def _member_features(layers, rows, batch, a_sums, g_sums, finite, published_shift):
+  """(feature vector or None, reason or None, dropped per layer) of one member's sums."""
+  if not finite:
+    return None, "forward pass is not finite (NaN or inf logits)", None
+  for name, sums in (("A", a_sums), ("G", g_sums)):
+    bad = [layer.path for layer in layers if not np.all(np.isfinite(sums[layer.path]))]
+    if bad:
+      pass_name = "forward" if name == "A" else "backward"
+      return None, f"{pass_name} pass is not finite: non-finite {name} in {', '.join(bad)}", None
+  factors = _finish(layers, rows, batch, a_sums, g_sums, published_shift)
+  log_eigs, dropped = log_eigenvalues(factors)
+  vector = cdf_features(log_eigs, [layer.num_weights for layer in layers])
+  if np.isnan(vector).any():
+    empty = [layer.path for layer, v in zip(layers, log_eigs)
+             if not np.any((v >= spectrum.LOG_RANGE[0]) & (v <= spectrum.LOG_RANGE[1]))]
+    return None, f"no log-eigenvalue in [-100, 100] in {', '.join(empty)}", dropped
+  return vector, None, dropped
+
+
+def population_features(make_model: Callable[[Callable], nn.Module], encoding: Any, codes,
+                        images, labels, *, seed: int = 0, fisher_type: str = "empirical",
+                        key=None, batch_chunk: int | None = 32, members_per_call: int = 16,
+                        strategy: str = "auto", published_shift: bool = False,
+                        normalize: bool = False,
+                        apply_kwargs: dict | None = None) -> FisherFeatures:
+  """Fisher CDF features of many activations, their factors computed in one compiled program.
+
+  Args:
+    make_model: builds the model for an activation (a function of x), e.g.
+      `lambda act: train.build_model(config, act, num_classes)`.
+    encoding, codes: the population form (`population.Encoding` or `FunctionTable`) and the
+      members' codes (n, num_slots).
+    images, labels: one batch (B, ...) and its integer labels.
+    seed: initialization seed; every member starts from the same parameters (`init_variables`).
+    fisher_type, key, batch_chunk, published_shift, apply_kwargs: as in `kfac_factors`.
+    members_per_call: members per compiled call (bounds the memory of the factors; the last
+      group is padded, so every call reuses one program).
+    strategy: 'map' (lax.map over members; only each member's operators run; CPU), 'vmap'
+      (accelerators) or 'auto'. The member axis is sharded over the local devices.
+    normalize: members use (f - E f) / std f (see `Encoding.apply`).
+
+  Eigendecompositions (float64) and histograms run on the host, member by member. A member
+  whose factors are not finite gets a NaN row and a reason in `failed`; the others are
+  unaffected (members share nothing but the batch and the initial parameters).
+  """
+  start_time = time.perf_counter()
+  strategy = population.resolve_strategy(strategy)
+  apply_kwargs = _apply_kwargs(apply_kwargs)
+  apply_items = tuple(sorted(apply_kwargs.items()))
+  codes = np.asarray(codes, np.int32).reshape(-1, encoding.num_slots)
+  images, labels = np.asarray(images, np.float32), np.asarray(labels, np.int32)
+  batch = images.shape[0]
+  chunk = _chunk_size(batch, batch_chunk)
+  variables = init_variables(make_model, images.shape[1:], seed, apply_kwargs)
+  calls, uncovered, logits = capture.trace_calls(make_model(lambda x: x), variables,
+                                                 jnp.asarray(images[:chunk]), apply_kwargs)
+  calls = tuple(calls)
+  layers = capture.layers_of(list(calls))
+  rows = _total_rows(calls, batch // chunk)
+  noise = _noise(fisher_type, key, batch, logits.shape[-1])
+  program = _population_program(make_model, encoding, calls, fisher_type, strategy, normalize,
+                                apply_items)
+  shared = (variables, _chunked(images, chunk), _chunked(labels, chunk), _chunked(noise, chunk))
+
+  n = codes.shape[0]
+  devices = jax.device_count()
+  group = min(max(members_per_call, 1), max(n, 1))
+  group = -(-group // devices) * devices
+  width = spectrum.feature_length([layer.num_weights for layer in layers])
+  features = np.full((n, width), np.nan, np.float32)
+  dropped = np.full((n, len(layers)), -1, np.int64)
+  failed: dict[int, str] = {}
+  seconds = {"setup": time.perf_counter() - start_time, "compile": 0.0, "device": 0.0,
+             "host": 0.0}
+
+  def launch(start):
+    part = codes[start:start + group]
+    padded = np.concatenate([part, np.repeat(part[-1:], group - len(part), axis=0)])
+    tic = time.perf_counter()
+    # Dispatch traces and compiles on a program's first use, then returns before the
+    # computation ends.
+    out = program(padded, *shared)
+    seconds["compile"] += time.perf_counter() - tic
+    return out
+
+  # On accelerators the next group computes while the host decomposes this one; on CPU the
+  # two would compete for the same cores (measured: 1.5x slower in all), so they alternate.
+  overlap = jax.default_backend() != "cpu"
+  starts = list(range(0, n, group))
+  pending = launch(0) if starts else None
+  for index, start in enumerate(starts):
+    tic = time.perf_counter()
+    a_sums, g_sums, finite = jax.device_get(pending)
+    seconds["device"] += time.perf_counter() - tic
+    if overlap and index + 1 < len(starts):
+      pending = launch(starts[index + 1])  # computes while the host decomposes this group
+    tic = time.perf_counter()
+    for m in range(min(group, n - start)):
+      vector, reason, counts = _member_features(
+          layers, rows, batch, {p: v[m] for p, v in a_sums.items()},
+          {p: v[m] for p, v in g_sums.items()}, bool(finite[m]), published_shift)
+      if counts is not None:
+        dropped[start + m] = counts
+      if vector is None:
+        failed[start + m] = reason
+      else:
+        features[start + m] = vector
+    seconds["host"] += time.perf_counter() - tic
+    del a_sums, g_sums
+    if not overlap and index + 1 < len(starts):
+      pending = launch(starts[index + 1])
+  return FisherFeatures(list(encoding.decode(codes)) if n else [], features, failed, dropped,
+                        layers, uncovered, seconds)

@@ -1,0 +1,81 @@
+"""Host side: eigenvalues of the K-FAC blocks, their log spectrum and the CDF features.
+
+Everything here is NumPy/SciPy in float64, on the host.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import scipy.linalg
+
+# Bin range of the log-eigenvalue histograms (natural log).
+LOG_RANGE = (-100.0, 100.0)
+
+
+def eigenvalues(blocks: np.ndarray) -> np.ndarray:
+  """Eigenvalues (ascending) of each symmetric matrix in `blocks` (n, d, d), in float64.
+
+  Large single matrices go to LAPACK's divide-and-conquer driver (eigenvalues only); stacks of
+  small ones to NumPy's batched eigvalsh.
+  """
+  blocks = np.asarray(blocks, np.float64)
+  if blocks.shape[0] == 1 and blocks.shape[-1] > 64:
+    return scipy.linalg.eigh(blocks[0], eigvals_only=True, driver="evd", check_finite=False,
+                             overwrite_a=True)[None]
+  return np.linalg.eigvalsh(blocks)
+
+
+def block_log_eigenvalues(a_eigs: np.ndarray, g_eigs: np.ndarray) -> tuple[np.ndarray, int]:
+  """log(a_i * g_j) = log a_i + log g_j for every block and every pair with a_i > 0 and g_j > 0.
+
+  a_eigs: (blocks, da), g_eigs: (blocks, dg). Returns (the sums, float64, block by block, a
+  major), the number of products dropped because a factor eigenvalue was not positive).
+  """
+  values, dropped = [], 0
+  for a, g in zip(a_eigs, g_eigs):
+    a_pos, g_pos = a[a > 0], g[g > 0]
+    dropped += a.size * g.size - a_pos.size * g_pos.size
+    values.append((np.log(a_pos)[:, None] + np.log(g_pos)[None, :]).ravel())
+  return np.concatenate(values), dropped
+
+
+def num_bin_edges(num_weights: int) -> int:
+  """num_weights // 100 edges, but at least 2 (one bin): a layer with fewer than 200 weights
+  still contributes one feature (its CDF is [1.0], or NaN if no log-eigenvalue is in range), so
+  the feature length depends on the layer list only."""
+  return max(num_weights // 100, 2)
+
+
+def bin_edges(num_weights: int) -> np.ndarray:
+  """The histogram bin edges of a layer with `num_weights` weights (bias included)."""
+  return np.linspace(*LOG_RANGE, num_bin_edges(num_weights))
+
+
+def layer_cdf(log_eigs: np.ndarray, num_weights: int) -> np.ndarray:
+  """The layer's CDF feature: cumulative histogram on LOG_RANGE normalized to end at 1.
+
+  np.histogram semantics: bins are half-open except the last, values outside the range are not
+  counted. NaN everywhere when no value falls in the range (nothing to normalize).
+  """
+  counts, _ = np.histogram(np.asarray(log_eigs, np.float64), bins=bin_edges(num_weights))
+  cumulative = np.cumsum(counts).astype(np.float64)
+  if cumulative[-1] == 0:
+    return np.full(cumulative.shape, np.nan)
+  return cumulative / cumulative[-1]
+
+
+def cdf_features(log_eigs: Sequence[np.ndarray], num_weights: Sequence[int]) -> np.ndarray:
+  """The feature vector: the layers' CDFs concatenated in model order, float32.
+
+  Its length is sum(max(w // 100, 2) - 1 for w in num_weights).
+  """
+  if len(log_eigs) != len(num_weights):
+    raise ValueError(f"{len(log_eigs)} spectra but {len(num_weights)} weight counts")
+  return np.concatenate([layer_cdf(v, int(w)) for v, w in zip(log_eigs, num_weights)]
+                        ).astype(np.float32)
+
+
+def feature_length(num_weights: Sequence[int]) -> int:
+  return sum(num_bin_edges(int(w)) - 1 for w in num_weights)
