@@ -8,6 +8,9 @@ The names a user needs:
     classes = actbench.space.equivalence_classes(names)       # representative first
     X = actbench.features.outputs([c[0] for c in classes])    # (n, 1000) float32
     encoding, codes = actbench.population.encode(names[:8])   # activations as data
+
+Training (`actbench.train.train_population`) and Fisher features (`actbench.fisher.features`)
+import the model and data stack, so they are imported on their own: `from actbench import train`.
 """
 
 from actbench import features, operators, population, space
