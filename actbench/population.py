@@ -331,3 +331,12 @@ def encode(names: Sequence, schema=None, unary: Sequence[str] | None = None,
                       tables[operators.NARY])
   return encoding, encoding.encode(exprs)
 
+
+def form(names: Sequence, schema: str = "") -> Encoding | FunctionTable:
+  """The population form one population of `names` trains in: over `schema` when given (the
+  whole search space), else over the schema the names share, else a FunctionTable."""
+  if schema:
+    return Encoding.for_space(schema)
+  if len({str(schema_of(name)) for name in names}) == 1:
+    return encode(names)[0]
+  return FunctionTable.of(names)

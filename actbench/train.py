@@ -251,11 +251,11 @@ class PopulationTrainer:
     for start in range(0, len(batches), per_call):
       group = batches[start:start + per_call]
       stacked = {k: np.stack([b[k] for b in group]) for k in ("image", "label", "mask")}
-      chunk_totals = _to_host(self._evaluate(state, codes, self.put_shared(stacked["image"]),
-                                             self.put_shared(stacked["label"]),
-                                             self.put_shared(stacked["mask"])))
-      totals = chunk_totals if totals is None else jax.tree.map(np.add, totals, chunk_totals)
-    return _loss_and_accuracy(totals)
+      chunk_totals = self._evaluate(state, codes, self.put_shared(stacked["image"]),
+                                    self.put_shared(stacked["label"]),
+                                    self.put_shared(stacked["mask"]))
+      totals = chunk_totals if totals is None else jax.tree.map(jnp.add, totals, chunk_totals)
+    return _loss_and_accuracy(_to_host(totals))
 
 
 @functools.lru_cache(maxsize=8)
@@ -469,18 +469,16 @@ def population_groups(config, names: Sequence[str]) -> list[tuple[Any, list[int]
   population, each code selecting a whole function (population.FunctionTable).
   """
   schema = config.population.get("schema", "")
-  if schema:
-    return [(population.Encoding.for_space(schema), list(range(len(names))))]
+  everyone = list(range(len(names)))
+  if schema or resolve_strategy(config.population.get("strategy", "auto")) == "map":
+    return [(population.form(names, schema), everyone)]
+  # vmap evaluates every function of a FunctionTable for every member: one population per
+  # schema instead.
   by_schema: dict[str, list[int]] = {}
   for index, name in enumerate(names):
     by_schema.setdefault(str(population.schema_of(name)), []).append(index)
-  if len(by_schema) > 1 and resolve_strategy(config.population.get("strategy", "auto")) == "map":
-    return [(population.FunctionTable.of(names), list(range(len(names))))]
-  groups = []
-  for indices in by_schema.values():
-    encoding, _ = population.encode([names[i] for i in indices])
-    groups.append((encoding, indices))
-  return groups
+  return [(population.form([names[i] for i in indices]), indices)
+          for indices in by_schema.values()]
 
 
 def train_population(config, activations: Sequence[str], seeds: Sequence[int] = (0,), *,

@@ -41,18 +41,6 @@ def fisher_batch(config, dataset) -> tuple[np.ndarray, np.ndarray]:
   return images, np.asarray(batch["label"], np.int32)
 
 
-def _population_form(config, names: Sequence[str]):
-  schema = config.population.get("schema", "")
-  if schema:
-    encoding = population.Encoding.for_space(schema)
-    return encoding, encoding.encode(names)
-  schemas = {str(population.schema_of(name)) for name in names}
-  if len(schemas) == 1:
-    return population.encode(names)
-  table = population.FunctionTable.of(names)
-  return table, table.encode(names)
-
-
 def features(config, names: Sequence[str], *, dataset=None) -> FisherFeatures:
   """Fisher CDF features of `names` with config's model at initialization (config.fisher.seed)
   on one training batch. Failed candidates get NaN rows and a reason in `failed`."""
@@ -72,7 +60,8 @@ def features(config, names: Sequence[str], *, dataset=None) -> FisherFeatures:
 
   seed = int(cfg.get("seed", 0))
   if method == "kfac":
-    encoding, codes = _population_form(config, names)
+    encoding = population.form(names, config.population.get("schema", ""))
+    codes = encoding.encode(names)
     fisher_type = cfg.get("type", "empirical")
     return kfac.population_features(
         make_model, encoding, codes, images, labels, seed=seed, fisher_type=fisher_type,
