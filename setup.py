@@ -12,6 +12,7 @@ setuptools.setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=setuptools.find_packages(include=["actbench", "actbench.*"]),
+    package_data={"actbench": ["tables/*.json.gz"]},  # Act-Bench-Digits
     python_requires=">=3.10",
     install_requires=[
         "jax>=0.4.35",
@@ -28,6 +29,8 @@ setuptools.setup(
         "orbax-checkpoint>=0.11",  # resumable training
         "pillow>=10",  # decoding TFDS images
         "importlib_resources>=6",  # needed by `tfds build` to prepare datasets
+        "tqdm>=4.66",  # progress bars with ETA
+        "matplotlib>=3.8",  # the PNG figures of searches, benchmarks and replays
     ],
     extras_require={
         "test": ["pytest>=8", "hypothesis>=6.100"],

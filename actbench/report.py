@@ -6,6 +6,7 @@ import csv
 import json
 import math
 import os
+from typing import Any, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -27,7 +28,27 @@ def leaderboard(result: PopulationResult) -> list[dict]:
                  "train_loss": summary.get("train_loss", math.nan),
                  "diverged": summary["diverged"], "seeds": len(summary["seeds"]),
                  "runtime_s": summary["runtime_s"]})
-  rows.sort(key=lambda row: (math.isnan(row["validation_accuracy"]),
+  return _ranked(rows)
+
+
+def store_leaderboard(classes: Sequence[Sequence[str]], evaluations: Mapping[int, Any]) -> list[dict]:
+  """The leaderboard of a search or benchmark store: one row per evaluated equivalence class,
+  named by its representative (`store.Evaluation`s, medians over seeds)."""
+  rows = []
+  for class_id, evaluation in evaluations.items():
+    metrics = evaluation.metrics
+    rows.append({"activation": classes[class_id][0],
+                 "validation_accuracy": metrics.get("validation_accuracy", math.nan),
+                 "test_accuracy": metrics.get("test_accuracy", math.nan),
+                 "train_loss": metrics.get("train_loss", math.nan),
+                 "diverged": evaluation.status != "ok", "seeds": len(evaluation.per_seed),
+                 "runtime_s": evaluation.runtime_s})
+  return _ranked(rows)
+
+
+def _ranked(rows: list[dict]) -> list[dict]:
+  """Best validation accuracy first; failed functions (a seed diverged, or no accuracy) last."""
+  rows.sort(key=lambda row: (bool(row["diverged"]), math.isnan(row["validation_accuracy"]),
                              -_finite_or(row["validation_accuracy"], 0.0), row["activation"]))
   for rank, row in enumerate(rows, 1):
     row["rank"] = rank
@@ -59,18 +80,29 @@ def write(result: PopulationResult, workdir: str) -> list[str]:
   """Writes results.json and leaderboard.csv into the workdir (process 0 only); their paths."""
   if jax.process_index() != 0:
     return []
+  json_path = write_json(result.to_json(), os.path.join(workdir, "results.json"))
+  return [json_path, write_leaderboard(leaderboard(result), workdir)]
+
+
+def write_json(value, path: str) -> str:
+  """Writes JSON atomically (a crash never leaves half a file); NaN stays NaN."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with open(path + ".tmp", "w", encoding="utf-8") as f:
+    json.dump(value, f, indent=1, allow_nan=True)
+  os.replace(path + ".tmp", path)
+  return path
+
+
+def write_leaderboard(rows: list[dict], workdir: str) -> str:
+  """leaderboard.csv in the workdir, atomically."""
   os.makedirs(workdir, exist_ok=True)
-  json_path = os.path.join(workdir, "results.json")
-  with open(json_path + ".tmp", "w", encoding="utf-8") as f:
-    json.dump(result.to_json(), f, indent=1, allow_nan=True)
-  os.replace(json_path + ".tmp", json_path)  # a crash never leaves half a file
   csv_path = os.path.join(workdir, "leaderboard.csv")
   with open(csv_path + ".tmp", "w", encoding="utf-8", newline="") as f:
     writer = csv.DictWriter(f, fieldnames=COLUMNS)
     writer.writeheader()
-    writer.writerows(leaderboard(result))
+    writer.writerows(rows)
   os.replace(csv_path + ".tmp", csv_path)
-  return [json_path, csv_path]
+  return csv_path
 
 
 def write_features(names, outputs, fisher_result, workdir: str) -> str | None:

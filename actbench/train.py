@@ -366,17 +366,22 @@ def _population_id(config, names: Sequence[str], seeds: Sequence[int]) -> str:
   return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def checkpoint_directory(workdir: str, config, names: Sequence[str], seeds: Sequence[int]) -> str:
+  """Where the checkpoints of the population of `names` x `seeds` live in the workdir."""
+  return os.path.join(os.path.abspath(workdir), "checkpoints",
+                      _population_id(config, names, seeds))
+
+
 def _checkpoint_manager(workdir: str | None, config, names, seeds):
   if not workdir or not int(config.get("checkpoint_every_epochs", 1)):
     return None
-  directory = os.path.join(os.path.abspath(workdir), "checkpoints",
-                           _population_id(config, names, seeds))
+  directory = checkpoint_directory(workdir, config, names, seeds)
   options = ocp.CheckpointManagerOptions(max_to_keep=1, enable_async_checkpointing=False)
   return ocp.CheckpointManager(directory, options=options)
 
 
 def _train_group(config, dataset, encoding, names: list[str], seeds: list[int],
-                 workdir: str | None, stop_after_epoch: int | None):
+                 workdir: str | None, stop_after_epoch: int | None, progress: bool = False):
   """Trains one population; returns (metrics, diverged, wall seconds, history)."""
   codes = encoding.encode(names)
   trainer = _trainer(config, dataset, encoding)
@@ -399,6 +404,7 @@ def _train_group(config, dataset, encoding, names: list[str], seeds: list[int],
     elapsed = float(restored["elapsed"])
     logging.info("Resumed population %s from epoch %d", manager.directory, step)
   num_epochs = int(config.train.num_epochs)
+  bar = _epoch_bar(first_epoch, num_epochs, size, progress)
   for epoch in range(first_epoch, num_epochs):
     state, totals = trainer.train_epoch(state, codes, seed_array, epoch)
     epoch_metrics = _loss_and_accuracy(totals)
@@ -413,8 +419,11 @@ def _train_group(config, dataset, encoding, names: list[str], seeds: list[int],
           {"state": state, "history": _history_arrays(history),
            "elapsed": np.float64(elapsed + time.perf_counter() - start)}))
       manager.wait_until_finished()
+    bar.update(1)
     if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < num_epochs:
+      bar.close()
       raise TrainingInterrupted(epoch + 1)
+  bar.close()
   # Train metrics of each member's last epoch with finite ones (a diverged member's last
   # healthy epoch).
   metrics = {name: _last_finite([epoch[name] for epoch in history], size)
@@ -432,6 +441,14 @@ def _train_group(config, dataset, encoding, names: list[str], seeds: list[int],
     diverged = diverged | ~np.isfinite(metrics["validation_loss"])
   wall = elapsed + time.perf_counter() - start
   return metrics, diverged.tolist(), wall, history
+
+
+def _epoch_bar(first_epoch: int, num_epochs: int, size: int, progress: bool):
+  """A progress bar over epochs with ETA (process 0, when asked; a no-op otherwise)."""
+  from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
+  return tqdm(total=num_epochs, initial=first_epoch, unit="epoch", leave=False,
+              desc=f"training {size} members", dynamic_ncols=True,
+              disable=not progress or jax.process_index() != 0)
 
 
 def _last_finite(per_epoch: list[list[float]], size: int) -> list[float]:
@@ -483,7 +500,8 @@ def population_groups(config, names: Sequence[str]) -> list[tuple[Any, list[int]
 
 def train_population(config, activations: Sequence[str], seeds: Sequence[int] = (0,), *,
                      workdir: str | None = None, dataset: data_lib.Dataset | None = None,
-                     stop_after_epoch: int | None = None) -> PopulationResult:
+                     stop_after_epoch: int | None = None,
+                     progress: bool = False) -> PopulationResult:
   """Trains every (activation, seed) pair and returns their results.
 
   Args:
@@ -494,6 +512,7 @@ def train_population(config, activations: Sequence[str], seeds: Sequence[int] = 
     workdir: where checkpoints (and nothing else) go; None disables checkpointing.
     dataset: a loaded dataset, to skip `data.load(config.dataset...)`.
     stop_after_epoch: stop (raising TrainingInterrupted) after this epoch, as a preemption.
+    progress: show a progress bar over epochs (with ETA) on process 0.
 
   Returns:
     PopulationResult in member order: activations[0] with every seed, then activations[1]...
@@ -515,7 +534,7 @@ def train_population(config, activations: Sequence[str], seeds: Sequence[int] = 
   for encoding, indices in groups:
     group_metrics, group_diverged, wall, history = _train_group(
         config, dataset, encoding, [members[i][0] for i in indices],
-        [members[i][1] for i in indices], workdir, stop_after_epoch)
+        [members[i][1] for i in indices], workdir, stop_after_epoch, progress)
     for name, values in group_metrics.items():
       metrics.setdefault(name, [np.nan] * len(members))
       for i, value in zip(indices, values):
@@ -526,6 +545,17 @@ def train_population(config, activations: Sequence[str], seeds: Sequence[int] = 
     histories.append({"members": indices, "epochs": history})
   return PopulationResult([m[0] for m in members], [m[1] for m in members], metrics, diverged,
                           runtime, histories)
+
+
+def checkpoint_directories(config, activations: Sequence[str], seeds: Sequence[int],
+                           workdir: str) -> list[str]:
+  """The checkpoint directories `train_population` uses for these arguments (one per
+  population group), e.g. to delete them once the results are recorded elsewhere."""
+  names = [str(parse(a)) for a in activations]
+  members = [(name, int(seed)) for name in names for seed in seeds]
+  return [checkpoint_directory(workdir, config, [members[i][0] for i in indices],
+                               [members[i][1] for i in indices])
+          for _, indices in population_groups(config, [name for name, _ in members])]
 
 
 def load_dataset(config) -> data_lib.Dataset:

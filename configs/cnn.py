@@ -8,8 +8,10 @@ and 300, 350 epochs, L2 weight decay 0.001, dropout 0.2 on the input and 0.5 aft
 stride-2 conv, flips and translations (pad 4, random 32x32 crop). The paper does not state a
 batch size; 128 is used here. 5,000 training images are held out for validation.
 Expected accelerator time: not yet measured; a full run is for accelerators.
-Trains config.activations (the 8 baselines) x config.seeds in one population; writes
-checkpoints, results.json and leaderboard.csv to the workdir.
+By default trains config.activations (the 8 baselines) x config.seeds in one population and
+writes checkpoints, results.json and leaderboard.csv to the workdir. `--config.mode=search`
+searches the benchmark space for this task (config.search: budget 100, populations of 8),
+`--config.mode=benchmark` trains every class of it: Act-Bench-CNN, as a table in the workdir.
 `--config=configs/cnn.py:smoke` shrinks it to a few steps (for tests, with tiny mock data).
 """
 

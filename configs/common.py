@@ -63,6 +63,41 @@ def base_config() -> ml_collections.ConfigDict:
   config.fisher.batch_chunk = 32  # examples per pass: bounds memory (0: the whole batch)
   config.fisher.lanczos_probes = 16  # lanczos: Rademacher probes averaged
   config.fisher.lanczos_bins = 100  # lanczos: CDF bins over log-eigenvalues in [-100, 100]
+
+  config.search = ml_collections.ConfigDict()  # modes search and benchmark
+  config.search.space = "binary(unary(x),unary(x))"  # schema of the space (METHOD.md section 2)
+  config.search.unary = ()  # operators of unary placeholders (() = the benchmark space's 27)
+  config.search.binary = ()  # operators of binary placeholders (() = the 7 binary)
+  config.search.nary = ()  # operators of n-ary placeholders (() = the 4 n-ary)
+  config.search.baselines = ()  # evaluated first (() = elu relu selu sigmoid softplus ...)
+  config.search.strategy = "aquasurf"  # aquasurf | random | evolution
+  config.search.budget = 100  # equivalence classes evaluated in all, baselines included
+  config.search.population_size = 8  # classes trained together per round (x len(seeds))
+  config.search.features_chunk = 256  # Fisher features computed and stored this many at a time
+  config.search.worker = ""  # this worker's name in the store ('' = hostname-process index)
+  config.search.claim_ttl_s = 600.0  # a dead worker's claims are taken over after this
+
+  config.surrogate = ml_collections.ConfigDict()  # METHOD.md section 4
+  config.surrogate.features = "union"  # union (UMAP of outputs + Fisher) | outputs | fisher | raw
+  config.surrogate.neighbors = 3  # k of the k-nearest-neighbour regression
+  config.surrogate.random_state = 42  # UMAP's seed
+
+  config.benchmark = ml_collections.ConfigDict()  # mode benchmark (uses config.search.space)
+  config.benchmark.table = "benchmark.json"  # the Act-Bench-format table, in the workdir
+
+  config.replay = ml_collections.ConfigDict()  # mode replay
+  config.replay.table = ""  # a path, a published name (cnn, resnet, vit); "" = the workdir's table
+  config.replay.strategies = ("aquasurf", "random", "evolution")  # compared strategies
+  config.replay.seeds = 20  # replays per strategy (seeds 0..n-1)
+  config.replay.budget = 100  # functions each replay evaluates
+  config.replay.quality_features = ("union", "outputs", "fisher", "raw")  # surrogate ablations
+  config.replay.quality_sizes = (25, 50, 100, 200, 400)  # training-set sizes of the quality test
+
+  config.report = ml_collections.ConfigDict()  # figures of modes search, benchmark and report
+  config.report.best_functions = 8  # functions drawn in best_functions.png
+  config.report.document = ""  # mode report: a Markdown report of the workdir's benchmark
+  config.report.title = "Benchmark report"  # ... its title
+  config.report.introduction = ""  # ... and its first paragraph (Markdown)
   return config
 
 

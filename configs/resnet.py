@@ -8,8 +8,10 @@ iterations, stopping at 64k iterations (on the 45k/5k train/validation split: ep
 and 182), L2 weight decay 0.0001, batch norm, option A shortcuts, flips and translations
 (pad 4, random 32x32 crop).
 Expected accelerator time: not yet measured; a full run is for accelerators.
-Trains config.activations (the 8 baselines) x config.seeds in one population; writes
-checkpoints, results.json and leaderboard.csv to the workdir.
+By default trains config.activations (the 8 baselines) x config.seeds in one population and
+writes checkpoints, results.json and leaderboard.csv to the workdir. `--config.mode=search`
+searches the benchmark space for this task (config.search: budget 100, populations of 8),
+`--config.mode=benchmark` trains every class of it: Act-Bench-ResNet, as a table in the workdir.
 `--config=configs/resnet.py:smoke` shrinks it to ResNet-8 and a few steps (for tests).
 """
 

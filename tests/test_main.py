@@ -19,6 +19,7 @@ def run_main(*args):
 
 def test_train_mode_writes_results_and_prints_a_leaderboard(tmp_path):
   process = run_main("--config=configs/quickstart.py:smoke", f"--workdir={tmp_path}",
+                     "--config.mode=train",
                      "--config.activations=('relu(x)','reciprocal(zero(x))','tanh(x)')")
   assert process.returncode == 0, process.stderr[-3000:]
   with open(tmp_path / "leaderboard.csv", encoding="utf-8") as f:

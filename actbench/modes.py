@@ -1,0 +1,252 @@
+"""What each `config.mode` of the launcher does: one function per mode, (config, workdir) ->
+the text to print. Everything a mode writes goes to the workdir (process 0 only).
+
+  train      train config.activations x config.seeds as one population: results.json,
+             leaderboard.csv.
+  features   output and Fisher features of config.activations: features.npz.
+  search     the surrogate-guided search of config.search.space (actbench/search.py):
+             search.sqlite, leaderboard.csv, surrogate_map.png, best_functions.png,
+             search_curve.png.
+  benchmark  train every class of the space and write a benchmark table in the Act-Bench format
+             (config.benchmark.table, plus its columnar cache), with the search outputs.
+  replay     replay search strategies on a benchmark table (config.replay): replay.json,
+             search_curves.png, surrogate_quality.png.
+  report     rewrite the leaderboard and figures from what the workdir holds, without training.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+from absl import logging
+import jax
+import numpy as np
+
+from actbench import features, plots, report, space
+
+# The published table's metric keys, from the store's metric names.
+TABLE_METRICS = {"train_accuracy": "Train Accuracy", "validation_accuracy": "Validation Accuracy",
+                 "test_accuracy": "Test Accuracy", "train_loss": "Train Loss",
+                 "validation_loss": "Validation Loss", "test_loss": "Test Loss"}
+MODES = ("train", "features", "search", "benchmark", "replay", "report")
+
+
+def run(config, workdir: str | None) -> str:
+  if config.mode not in MODES:
+    raise ValueError(f"config.mode must be one of {MODES}, got {config.mode!r}")
+  return globals()[f"run_{config.mode}"](config, workdir)
+
+
+def run_train(config, workdir):
+  from actbench import train  # pylint: disable=import-outside-toplevel
+  result = train.train_population(config, list(config.activations), list(config.seeds),
+                                  workdir=workdir, progress=True)
+  if workdir:
+    for path in report.write(result, workdir):
+      logging.info("wrote %s", path)
+  return report.format_table(report.leaderboard(result))
+
+
+def run_features(config, workdir):
+  from actbench import fisher  # pylint: disable=import-outside-toplevel
+  names = list(config.activations)
+  fisher_result = fisher.features(config, names)
+  outputs = features.outputs(names, normalize=bool(config.population.normalize))
+  if workdir:
+    logging.info("wrote %s", report.write_features(names, outputs, fisher_result, workdir))
+  return (f"{len(names)} activations: output features {outputs.shape}, Fisher features "
+          f"{fisher_result.features.shape} ({config.fisher.method}), "
+          f"{len(fisher_result.failed)} failed")
+
+
+def run_search(config, workdir, *, exhaustive: bool = False):
+  from actbench import search  # pylint: disable=import-outside-toplevel
+  summary = search.run(config, workdir, exhaustive=exhaustive)
+  if jax.process_index() != 0:
+    return ""
+  text = _search_outputs(workdir, summary.classes, summary.evaluations, summary.candidates,
+                         summary.embedding, config)
+  done = len(summary.evaluations)
+  failed = sum(ev.status != "ok" for ev in summary.evaluations.values())
+  return (f"{done} of {len(summary.classes)} classes evaluated ({failed} failed); "
+          f"results in {workdir}\n{text}")
+
+
+def run_benchmark(config, workdir):
+  from actbench import bench, search  # pylint: disable=import-outside-toplevel
+  text = run_search(config, workdir, exhaustive=True)
+  if jax.process_index() != 0:
+    return ""
+  with _store(workdir) as db:
+    table = benchmark_table(db.classes(), db.evaluations(), db.features(search.FISHER)[0])
+  path = os.path.join(workdir, config.benchmark.table)
+  bench.write(table, path)
+  bench.load(path)  # builds the columnar cache beside the table
+  return f"{text}\nbenchmark table of {len(table)} functions: {path}"
+
+
+def benchmark_table(classes, evaluations, fisher_rows):
+  """The Act-Bench-format table of the evaluated classes, in class order. A failed class keeps
+  its losses; its accuracies are NaN and "Diverged" is 1."""
+  from actbench import bench  # pylint: disable=import-outside-toplevel
+  ids = sorted(evaluations)
+  metrics = {key: np.full(len(ids), np.nan) for key in (*TABLE_METRICS.values(), "Runtime (s)",
+                                                         "Diverged")}
+  for row, class_id in enumerate(ids):
+    evaluation = evaluations[class_id]
+    failed = evaluation.status != "ok"
+    for name, key in TABLE_METRICS.items():
+      value = evaluation.metrics.get(name, math.nan)
+      metrics[key][row] = math.nan if failed and name.endswith("accuracy") else value
+    metrics["Runtime (s)"][row] = evaluation.runtime_s
+    metrics["Diverged"][row] = float(failed)
+  fisher_rows = np.asarray(fisher_rows, np.float32)
+  return bench.Table(names=[classes[i][0] for i in ids],
+                     equivalents=[list(classes[i][1:]) for i in ids], metrics=metrics,
+                     fisher=fisher_rows[ids] if fisher_rows.shape[1] else
+                     np.zeros((len(ids), 0), np.float32))
+
+
+def run_replay(config, workdir):
+  from actbench import bench, replay, strategies, surrogate  # pylint: disable=import-outside-toplevel
+  cfg = config.replay
+  table_path = cfg.table or _workdir_table(config, workdir)
+  if not table_path:
+    raise ValueError("config.replay.table is empty and the workdir holds no benchmark table: "
+                     "give a table's path or a published name (cnn, resnet, vit)")
+  table = bench.load(table_path, progress=True)
+  # The table's space is config.search's (the benchmark space by default): evolution mutates
+  # within it.
+  search_cfg = config.search
+  candidates = strategies.Candidates.from_table(table, schema=search_cfg.space)
+  choices = space.operator_choices(search_cfg.space, search_cfg.unary or None,
+                                   search_cfg.binary or None, search_cfg.nary or None)
+  accuracies = table.accuracy("validation")
+  result = replay.replay(candidates, accuracies, strategies=tuple(cfg.strategies),
+                         seeds=range(int(cfg.seeds)), budget=int(cfg.budget),
+                         feature_set=config.surrogate.features, progress=True,
+                         strategy_options={"evolution": {"choices": choices}})
+  lines = [f"replay of {len(table)} functions from {table_path}: {int(cfg.seeds)} seeds, "
+           f"budget {int(cfg.budget)}"]
+  summary = result.summary()
+  lines += [f"  {name}: {json.dumps(values)}" for name, values in summary.items()]
+  if workdir and jax.process_index() == 0:
+    quality = {}
+    for feature_set in cfg.quality_features:
+      layout = surrogate.embed(candidates, feature_set)
+      pool = int(np.sum(np.isfinite(layout).all(axis=1) & np.isfinite(accuracies)))
+      sizes = [size for size in cfg.quality_sizes if 0 < size < pool]
+      if sizes:
+        quality[feature_set] = surrogate.quality(layout, accuracies, sizes,
+                                                 seeds=range(int(cfg.seeds)))
+    report.write_json({"table": table_path, "replay": result.to_json(),
+                       "quality": _jsonable(quality)},
+                      os.path.join(workdir, "replay.json"))
+    _replay_figures(workdir, result, quality, float(np.nanmax(accuracies)))
+  return "\n".join(lines)
+
+
+def run_report(config, workdir):
+  """Rewrites the leaderboard and the figures from the workdir's store and replay.json."""
+  from actbench import search, strategies  # pylint: disable=import-outside-toplevel
+  if not workdir:
+    raise ValueError("mode=report needs --workdir (the workdir of a search, benchmark or replay)")
+  texts = []
+  if os.path.exists(search.store_path(workdir)):
+    with _store(workdir) as db:
+      classes = db.classes()
+      candidates = strategies.Candidates(
+          classes=classes, outputs=db.features(search.OUTPUTS)[0],
+          fisher=db.features(search.FISHER)[0], schema=config.search.space)
+      embedding = None
+      kind = (f"embedding-{config.surrogate.features}-"
+              f"{int(config.surrogate.get('random_state', 42))}")
+      stored, present = db.features(kind)
+      if present.all() and stored.shape[1]:
+        embedding = stored
+      texts.append(_search_outputs(workdir, classes, db.evaluations(), candidates, embedding,
+                                   config))
+  replay_path = os.path.join(workdir, "replay.json")
+  if os.path.exists(replay_path):
+    with open(replay_path, encoding="utf-8") as f:
+      saved = json.load(f)
+    curves = {name: np.asarray(values["best_so_far"], np.float64)
+              for name, values in saved["replay"]["strategies"].items()}
+    texts.append("wrote " + plots.search_curves(curves, os.path.join(workdir,
+                                                                     "search_curves.png")))
+  document_path = config.report.get("document", "")
+  table_path = _workdir_table(config, workdir)
+  if document_path and table_path:
+    from actbench import bench, document  # pylint: disable=import-outside-toplevel
+    saved = None
+    if os.path.exists(replay_path):
+      with open(replay_path, encoding="utf-8") as f:
+        saved = json.load(f)
+    texts.append("wrote " + document.write(
+        bench.load(table_path), saved, document_path, title=config.report.title,
+        introduction=[config.report.introduction]))
+  if not texts:
+    raise ValueError(f"nothing to report in {workdir}: no search.sqlite and no replay.json")
+  return "\n".join(texts)
+
+
+def _workdir_table(config, workdir) -> str:
+  """The benchmark table mode benchmark wrote in the workdir, if any."""
+  path = os.path.join(workdir or "", config.benchmark.table)
+  return path if workdir and os.path.exists(path) else ""
+
+
+def _store(workdir):
+  from actbench import search, store  # pylint: disable=import-outside-toplevel
+  return store.Store(search.store_path(workdir))
+
+
+def _search_outputs(workdir, classes, evaluations, candidates, embedding, config) -> str:
+  """leaderboard.csv, the surrogate map, the best functions' shapes and the search curve."""
+  rows = report.store_leaderboard(classes, evaluations)
+  report.write_leaderboard(rows, workdir)
+  accuracies = np.full(len(classes), np.nan)
+  for class_id, evaluation in evaluations.items():
+    if evaluation.status == "ok":
+      accuracies[class_id] = evaluation.metrics.get("validation_accuracy", math.nan)
+  ok = [row for row in rows if not row["diverged"]]
+  best = [row["activation"] for row in ok[:int(config.report.get("best_functions", 8))]]
+  if best:
+    plots.function_shapes(best, os.path.join(workdir, "best_functions.png"),
+                          references=("relu(x)",),
+                          scores={row["activation"]: row["validation_accuracy"] for row in ok},
+                          title="Best functions found (validation accuracy) beside relu")
+  if embedding is not None:
+    plots.surrogate_map(embedding, accuracies, list(evaluations),
+                        os.path.join(workdir, "surrogate_map.png"),
+                        names=[members[0] for members in classes])
+  order = list(evaluations)  # evaluation order
+  values = np.array([accuracies[i] for i in order], np.float64)
+  if values.size:
+    curve = np.fmax.accumulate(np.where(np.isfinite(values), values, -np.inf))
+    curve[~np.isfinite(curve)] = np.nan
+    plots.search_curves({config.search.strategy: curve[None]},
+                        os.path.join(workdir, "search_curve.png"), title="This search")
+  return report.format_table(rows)
+
+
+def _replay_figures(workdir, result, quality, best):
+  plots.search_curves({name: values["best_so_far"] for name, values
+                       in result.to_json()["strategies"].items()},
+                      os.path.join(workdir, "search_curves.png"), reference=best,
+                      title="Replay: best validation accuracy so far")
+  plots.quality_curves(quality, os.path.join(workdir, "surrogate_quality.png"))
+
+
+def _jsonable(value):
+  if isinstance(value, dict):
+    return {str(k): _jsonable(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_jsonable(v) for v in value]
+  if isinstance(value, np.ndarray):
+    return value.tolist()
+  if isinstance(value, np.generic):
+    return value.item()
+  return value

@@ -1,0 +1,219 @@
+"""The search loop, benchmark tables, replay and report, end to end on a tiny space of digits
+functions; and the launcher's search mode on the quickstart smoke config."""
+
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from actbench import bench, modes, search, store, train
+from configs import quickstart
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# A tiny space: 5 x 5 x 2 = 50 names, a few dozen functions (tanh, relu, ... and their sums
+# and maxima), cheap enough to train every class.
+UNARY = ("zero", "identity", "relu", "tanh", "sigmoid")
+BINARY = ("add", "max")
+
+
+def tiny_config(**search_fields):
+  config = quickstart.get_config("smoke")
+  config.search.unary = UNARY
+  config.search.binary = BINARY
+  config.search.baselines = ("relu(x)", "tanh(x)", "sigmoid(x)")
+  config.search.budget = 7
+  config.search.population_size = 3
+  config.train.num_epochs = 1
+  config.fisher.batch_size = 64
+  config.replay.seeds = 3
+  config.replay.budget = 6
+  config.replay.quality_sizes = (3, 6)
+  for name, value in search_fields.items():
+    setattr(config.search, name, value)
+  return config
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("search"))
+  text = modes.run(tiny_config(), workdir)
+  return workdir, text
+
+
+def _evaluations(workdir):
+  with store.Store(search.store_path(workdir)) as db:
+    return db.classes(), db.evaluations()
+
+
+def test_search_evaluates_baselines_then_surrogate_picks(searched):
+  workdir, text = searched
+  classes, evaluations = _evaluations(workdir)
+  assert len(evaluations) == 7
+  names = [classes[i][0] for i in evaluations]
+  assert names[:3] == ["relu(x)", "tanh(x)", "sigmoid(x)"]  # baselines first, in order
+  assert len(set(evaluations)) == 7
+  for evaluation in evaluations.values():
+    assert evaluation.status in ("ok", "failed")
+    assert len(evaluation.per_seed) == 1  # the smoke config trains one seed
+    if evaluation.status == "ok":
+      assert 0.0 <= evaluation.metrics["validation_accuracy"] <= 1.0
+  for class_id in list(evaluations)[:2]:  # relu and tanh learn digits in one epoch
+    assert evaluations[class_id].metrics["validation_accuracy"] > 0.5
+  for figure in ("leaderboard.csv", "best_functions.png", "surrogate_map.png",
+                 "search_curve.png"):
+    assert os.path.getsize(os.path.join(workdir, figure)) > 0
+  with open(os.path.join(workdir, "leaderboard.csv"), encoding="utf-8") as f:
+    rows = list(csv.DictReader(f))
+  assert len(rows) == 7 and set(row["activation"] for row in rows) == set(names)
+  accuracies = [float(row["validation_accuracy"]) for row in rows if row["diverged"] == "False"]
+  assert accuracies == sorted(accuracies, reverse=True)
+  failed = [row["diverged"] for row in rows]
+  assert failed == sorted(failed)  # failed functions last
+  assert rows[0]["activation"] in text  # the printed leaderboard
+  # Finished populations leave no checkpoints behind.
+  assert not os.listdir(os.path.join(workdir, "checkpoints"))
+
+
+def test_search_features_cover_the_space_and_skip_non_finite_functions(searched):
+  workdir, _ = searched
+  with store.Store(search.store_path(workdir)) as db:
+    outputs, have_outputs = db.features(search.OUTPUTS)
+    fisher, have_fisher = db.features(search.FISHER)
+  assert have_outputs.all() and have_fisher.all()
+  finite = np.isfinite(outputs).all(axis=1)
+  assert np.isfinite(fisher[finite]).mean() > 0.9  # nearly every finite function has some
+  assert np.isnan(fisher[~finite]).all()  # e.g. no reciprocals here, but any would be NaN
+
+
+def test_search_resumes_and_extends_without_retraining(searched, tmp_path, monkeypatch):
+  workdir, _ = searched
+  copy = tmp_path / "copy"
+  os.makedirs(copy)
+  with store.Store(search.store_path(workdir)) as source, store.Store(
+      str(copy / search.STORE_NAME)) as target:
+    target.init_space(tiny_config().search.space, source.classes())
+    for kind in (search.OUTPUTS, search.FISHER):
+      rows, _ = source.features(kind)
+      target.put_features(kind, range(len(rows)), rows)
+    for evaluation in source.evaluations().values():
+      target.record(evaluation)
+  before = _evaluations(str(copy))[1]
+  trained = []
+  real = train.train_population
+
+  def spy(config, names, *args, **kwargs):
+    trained.append(list(names))
+    return real(config, names, *args, **kwargs)
+
+  monkeypatch.setattr(train, "train_population", spy)
+  modes.run(tiny_config(budget=9), str(copy))
+  after = _evaluations(str(copy))[1]
+  assert len(after) == 9
+  assert list(after)[:7] == list(before)  # kept, in order
+  for class_id, evaluation in before.items():
+    assert after[class_id] == evaluation
+  assert len(trained) == 1 and len(trained[0]) == 2  # only the two new classes trained
+
+
+def test_crash_mid_search_loses_no_finished_result(tmp_path, monkeypatch):
+  config = tiny_config(budget=6)
+  trained = []
+  real = train.train_population
+
+  def crash_on_second(config, names, *args, **kwargs):
+    trained.append(list(names))
+    if len(trained) == 2:
+      raise KeyboardInterrupt("killed")
+    return real(config, names, *args, **kwargs)
+
+  monkeypatch.setattr(train, "train_population", crash_on_second)
+  with pytest.raises(KeyboardInterrupt):
+    modes.run(config, str(tmp_path))
+  first = _evaluations(str(tmp_path))[1]
+  assert len(first) == 3  # the first population finished and was recorded
+  modes.run(config, str(tmp_path))
+  classes, evaluations = _evaluations(str(tmp_path))
+  assert len(evaluations) == 6
+  for class_id, evaluation in first.items():
+    assert evaluations[class_id] == evaluation
+  # The restart trained the interrupted population again (same proposal), nothing finished.
+  assert trained[2] == trained[1]
+  assert not set(trained[0]) & set(trained[2])
+
+
+def test_benchmark_replay_and_report(tmp_path):
+  config = tiny_config()
+  config.mode = "benchmark"
+  config.search.population_size = 10  # every class, in two populations
+  workdir = str(tmp_path)
+  text = modes.run(config, workdir)
+  classes, evaluations = _evaluations(workdir)
+  assert len(evaluations) == len(classes)  # every class
+  path = os.path.join(workdir, config.benchmark.table)
+  assert "benchmark table of" in text
+  table = bench.read(path)
+  assert table.names == [members[0] for members in classes]
+  assert table.equivalents == [members[1:] for members in classes]
+  accuracy = table.accuracy("validation")
+  for row, class_id in enumerate(sorted(evaluations)):
+    evaluation = evaluations[class_id]
+    if evaluation.status == "ok":
+      assert accuracy[row] == pytest.approx(evaluation.metrics["validation_accuracy"])
+    else:
+      assert math.isnan(accuracy[row]) and table.metrics["Diverged"][row] == 1
+  assert table.fisher.shape[0] == len(classes) and table.fisher.shape[1] > 10
+
+  config.mode = "replay"
+  config.replay.table = path
+  config.replay.quality_features = ("union", "raw")
+  replay_dir = os.path.join(workdir, "replay")
+  text = modes.run(config, replay_dir)
+  with open(os.path.join(replay_dir, "replay.json"), encoding="utf-8") as f:
+    saved = json.load(f)
+  assert set(saved["replay"]["strategies"]) == {"aquasurf", "random", "evolution"}
+  curve = np.asarray(saved["replay"]["strategies"]["random"]["best_so_far"], np.float64)
+  assert curve.shape == (3, 6) and np.all(np.diff(np.nan_to_num(curve, nan=-1), axis=1) >= 0)
+  assert set(saved["quality"]) == {"union", "raw"}
+  for figure in ("search_curves.png", "surrogate_quality.png"):
+    assert os.path.getsize(os.path.join(replay_dir, figure)) > 0
+  assert "aquasurf" in text
+
+  config.mode = "report"
+  os.remove(os.path.join(workdir, "leaderboard.csv"))
+  modes.run(config, workdir)
+  with open(os.path.join(workdir, "leaderboard.csv"), encoding="utf-8") as f:
+    assert len(list(csv.DictReader(f))) == len(classes)
+
+
+def test_store_of_another_space_is_refused(searched):
+  workdir, _ = searched
+  config = tiny_config()
+  config.search.binary = ("add", "mul")
+  with pytest.raises(store.StoreError, match="another --workdir"):
+    modes.run(config, workdir)
+
+
+def test_store_of_another_recipe_is_refused(searched):
+  workdir, _ = searched
+  config = tiny_config()
+  config.train.learning_rate = 0.5
+  with pytest.raises(store.StoreError, match="another training recipe"):
+    modes.run(config, workdir)
+
+
+def test_launcher_search_mode_on_the_smoke_config(tmp_path):
+  env = dict(os.environ, PYTHONPATH=ROOT)
+  args = [sys.executable, "-m", "actbench.main", "--config=configs/quickstart.py:smoke",
+          f"--workdir={tmp_path}", f"--config.search.unary={UNARY!r}",
+          f"--config.search.binary={BINARY!r}", "--config.search.budget=4",
+          "--config.search.population_size=4", "--config.train.num_epochs=1"]
+  process = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True)
+  assert process.returncode == 0, process.stderr[-3000:]
+  assert "4 of " in process.stdout and "rank" in process.stdout
+  with open(tmp_path / "leaderboard.csv", encoding="utf-8") as f:
+    assert len(list(csv.DictReader(f))) == 4
