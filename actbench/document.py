@@ -158,7 +158,7 @@ def targets_section(saved: Mapping | None, quality: Mapping) -> list[str]:
 
 
 def write(table, replay_saved: Mapping | None, path: str, *, title: str,
-          introduction: Sequence[str] = ()) -> str:
+          introduction: Sequence[str] = (), discussion: Sequence[str] = ()) -> str:
   """Writes the document at `path` and its figures in a folder beside it named after it
   (docs/digits-bench.md -> docs/digits-bench/); returns the path."""
   stem = os.path.splitext(os.path.basename(path))[0]
@@ -172,6 +172,7 @@ def write(table, replay_saved: Mapping | None, path: str, *, title: str,
   if replay_saved is not None:
     lines += replay_section(replay_saved["replay"], figures, stem)
   lines += targets_section(None if replay_saved is None else replay_saved["replay"], quality)
+  lines += [paragraph for paragraph in discussion if paragraph] + [""]
   with open(path + ".tmp", "w", encoding="utf-8") as f:
     f.write("\n".join(lines))
   os.replace(path + ".tmp", path)

@@ -186,7 +186,8 @@ def run_report(config, workdir):
         saved = json.load(f)
     texts.append("wrote " + document.write(
         bench.load(table_path), saved, document_path, title=config.report.title,
-        introduction=[config.report.introduction]))
+        introduction=[config.report.introduction],
+        discussion=[config.report.get("discussion", "")]))
   if not texts:
     raise ValueError(f"nothing to report in {workdir}: no search.sqlite and no replay.json")
   return "\n".join(texts)

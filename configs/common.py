@@ -97,7 +97,8 @@ def base_config() -> ml_collections.ConfigDict:
   config.report.best_functions = 8  # functions drawn in best_functions.png
   config.report.document = ""  # mode report: a Markdown report of the workdir's benchmark
   config.report.title = "Benchmark report"  # ... its title
-  config.report.introduction = ""  # ... and its first paragraph (Markdown)
+  config.report.introduction = ""  # ... its first paragraph (Markdown)
+  config.report.discussion = ""  # ... and what the targets' figures mean, after them
   return config
 
 

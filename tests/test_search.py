@@ -189,6 +189,22 @@ def test_benchmark_replay_and_report(tmp_path):
   with open(os.path.join(workdir, "leaderboard.csv"), encoding="utf-8") as f:
     assert len(list(csv.DictReader(f))) == len(classes)
 
+  # The Markdown report of the table and its replays (docs/digits-bench.md is one).
+  os.rename(os.path.join(replay_dir, "replay.json"), os.path.join(workdir, "replay.json"))
+  config.report.document = os.path.join(workdir, "docs", "report.md")
+  config.report.discussion = "What the figures mean."
+  modes.run(config, workdir)
+  with open(config.report.document, encoding="utf-8") as f:
+    text = f.read()
+  for heading in ("## The table", "## The best functions", "## Surrogate quality",
+                  "## Replayed searches", "## Targets"):
+    assert heading in text
+  assert f"{len(classes)} functions" in text and "`relu(x)`" in text
+  assert "| aquasurf |" in text and text.rstrip().endswith("What the figures mean.")
+  for figure in ("accuracy_histogram", "best_functions", "surrogate_quality", "search_curves"):
+    assert f"](report/{figure}.png)" in text
+    assert os.path.getsize(os.path.join(workdir, "docs", "report", figure + ".png")) > 0
+
 
 def test_store_of_another_space_is_refused(searched):
   workdir, _ = searched
