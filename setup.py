@@ -31,6 +31,7 @@ setuptools.setup(
         "importlib_resources>=6",  # needed by `tfds build` to prepare datasets
         "tqdm>=4.66",  # progress bars with ETA
         "matplotlib>=3.8",  # the PNG figures of searches, benchmarks and replays
+        "threadpoolctl>=3.1",  # one BLAS thread per eigendecomposition (Fisher features)
     ],
     extras_require={
         "test": ["pytest>=8", "hypothesis>=6.100"],

@@ -54,6 +54,8 @@ import numpy as np
 import scipy.linalg
 from jax.flatten_util import ravel_pytree
 
+from actbench import population
+
 # The CDF feature's range of natural-log eigenvalues (as the K-FAC features, METHOD.md section 3).
 LOG_RANGE = (-100.0, 100.0)
 
@@ -250,9 +252,8 @@ class SpectralDensity:
     return float(np.sum(self.weights[self.nodes <= 0]))
 
 
-@functools.partial(jax.jit, static_argnames=("model_apply", "num_steps", "num_probes",
-                                             "chunk_size"))
-def _slq(model_apply, params, images, labels, seed, *, num_steps, num_probes, chunk_size):
+def _slq_arrays(model_apply, params, images, labels, seed, *, num_steps, num_probes, chunk_size):
+  """(per-example losses, alphas, betas) of every probe: the traced part of the density."""
   loss = per_example_loss(model_apply)
   chunks, _ = _chunked((images, labels), chunk_size)
   losses = jax.lax.map(lambda chunk: loss(params, *chunk), chunks).reshape(-1)
@@ -266,6 +267,38 @@ def _slq(model_apply, params, images, labels, seed, *, num_steps, num_probes, ch
 
   alphas, betas = jax.lax.map(one_probe, jnp.arange(num_probes, dtype=jnp.uint32))
   return losses, alphas, betas
+
+
+_slq = jax.jit(_slq_arrays, static_argnames=("model_apply", "num_steps", "num_probes",
+                                             "chunk_size"))
+
+
+def _defaults(params, batch: int, num_steps, zero_rtol) -> tuple[int, float]:
+  flat, _ = ravel_pytree(params)
+  num_steps = min(batch + 16, flat.size) if num_steps is None else int(num_steps)
+  if zero_rtol is None:
+    zero_rtol = 100 * float(jnp.finfo(flat.dtype).eps)
+  return num_steps, zero_rtol
+
+
+def _density(losses, alphas, betas, zero_rtol: float) -> SpectralDensity:
+  """The host side of `spectral_density`: quadratures of one model's tridiagonal matrices."""
+  losses, alphas, betas = np.asarray(losses), np.asarray(alphas), np.asarray(betas)
+  num_probes, num_steps = alphas.shape
+  size = num_probes * num_steps
+  failure = None
+  if not np.all(np.isfinite(losses)):
+    failure = (f"non-finite loss in the forward pass for {int(np.sum(~np.isfinite(losses)))} "
+               f"of {losses.size} examples")
+  elif not (np.all(np.isfinite(alphas)) and np.all(np.isfinite(betas))):
+    failure = "non-finite Fisher-vector product (gradients overflow or are NaN)"
+  if failure is not None:
+    return SpectralDensity(np.full(size, np.nan), np.full(size, np.nan), failure)
+  quadratures = [gauss_quadrature(a, b) for a, b in zip(alphas, betas)]
+  nodes = np.concatenate([q[0] for q in quadratures])
+  weights = np.concatenate([q[1] for q in quadratures]) / num_probes
+  nodes = np.where(nodes <= zero_rtol * max(np.max(nodes), 0.0), 0.0, nodes)
+  return SpectralDensity(nodes, weights)
 
 
 def spectral_density(model_apply: Callable[[Any, jax.Array], jax.Array], params,
@@ -295,31 +328,101 @@ def spectral_density(model_apply: Callable[[Any, jax.Array], jax.Array], params,
   """
   images = jnp.asarray(images)
   labels = jnp.asarray(labels)
-  batch = images.shape[0]
-  flat, _ = ravel_pytree(params)
-  dim = flat.size
-  num_steps = min(batch + 16, dim) if num_steps is None else int(num_steps)
-  if zero_rtol is None:
-    zero_rtol = 100 * float(jnp.finfo(flat.dtype).eps)
+  num_steps, zero_rtol = _defaults(params, images.shape[0], num_steps, zero_rtol)
   with jax.default_matmul_precision("highest"):
     losses, alphas, betas = _slq(model_apply, params, images, labels,
                                  jnp.asarray(seed % 2**32, jnp.uint32), num_steps=num_steps,
                                  num_probes=int(num_probes), chunk_size=chunk_size)
-  losses, alphas, betas = np.asarray(losses), np.asarray(alphas), np.asarray(betas)
-  size = num_probes * num_steps
-  failure = None
-  if not np.all(np.isfinite(losses)):
-    failure = (f"non-finite loss in the forward pass for {int(np.sum(~np.isfinite(losses)))} "
-               f"of {batch} examples")
-  elif not (np.all(np.isfinite(alphas)) and np.all(np.isfinite(betas))):
-    failure = "non-finite Fisher-vector product (gradients overflow or are NaN)"
-  if failure is not None:
-    return SpectralDensity(np.full(size, np.nan), np.full(size, np.nan), failure)
-  quadratures = [gauss_quadrature(a, b) for a, b in zip(alphas, betas)]
-  nodes = np.concatenate([q[0] for q in quadratures])
-  weights = np.concatenate([q[1] for q in quadratures]) / num_probes
-  nodes = np.where(nodes <= zero_rtol * max(np.max(nodes), 0.0), 0.0, nodes)
-  return SpectralDensity(nodes, weights)
+  return _density(losses, alphas, betas, zero_rtol)
+
+
+# ---------------------------------------------------------------- populations
+
+_AXIS = "population"
+_POPULATION_PROGRAMS: dict = {}
+
+
+def _population_program(make_apply, encoding, normalize, strategy, num_steps, num_probes,
+                        chunk_size):
+  key = (make_apply, encoding, normalize, strategy, num_steps, num_probes, chunk_size,
+         jax.device_count())
+  if key in _POPULATION_PROGRAMS:
+    return _POPULATION_PROGRAMS[key]
+
+  def member(codes, params, images, labels, seed):
+    model_apply = make_apply(encoding.activation(codes, normalize))
+    return _slq_arrays(model_apply, params, images, labels, seed, num_steps=num_steps,
+                       num_probes=num_probes, chunk_size=chunk_size)
+
+  def members(codes, *shared):
+    if strategy == "map":
+      return jax.lax.map(lambda c: member(c, *shared), codes)
+    return jax.vmap(lambda c: member(c, *shared))(codes)
+
+  # The member axis is sharded over the local devices, as for the K-FAC features.
+  mesh = jax.make_mesh((jax.device_count(),), (_AXIS,))
+  sharded = jax.jit(jax.shard_map(members, mesh=mesh, in_specs=(jax.P(_AXIS),) + (jax.P(),) * 4,
+                                  out_specs=jax.P(_AXIS), check_vma=False))
+  member_sharding = jax.NamedSharding(mesh, jax.P(_AXIS))
+  replicated = jax.NamedSharding(mesh, jax.P())
+
+  def program(codes, *shared):
+    with jax.default_matmul_precision("highest"):
+      return sharded(jax.device_put(codes, member_sharding),
+                     *jax.device_put(shared, replicated))
+
+  if len(_POPULATION_PROGRAMS) >= 8:
+    _POPULATION_PROGRAMS.pop(next(iter(_POPULATION_PROGRAMS)))
+  _POPULATION_PROGRAMS[key] = program
+  return program
+
+
+def population_spectral_density(make_apply: Callable[[Callable], Callable], encoding, codes,
+                                params, images, labels, *, num_steps: int | None = None,
+                                num_probes: int = 16, seed: int = 0,
+                                chunk_size: int | None = None, zero_rtol: float | None = None,
+                                strategy: str = "auto", normalize: bool = False,
+                                members_per_call: int = 16) -> list[SpectralDensity]:
+  """`spectral_density` of many activations, in one compiled program (not one per activation).
+
+  Args:
+    make_apply: activation -> model_apply (params, images) -> logits, e.g.
+      `lambda act: lambda p, x: make_model(act).apply({'params': p}, x)`. Part of the compiled
+      program's cache key: pass the same object to reuse it.
+    encoding, codes: the population form (`population.Encoding` or `FunctionTable`) and the
+      members' codes (n, num_slots).
+    params, images, labels, num_steps, num_probes, seed, chunk_size, zero_rtol: as in
+      `spectral_density`, shared by every member (each member's probes are the same).
+    strategy: 'map' (lax.map over members; only each member's operators run; CPU), 'vmap'
+      (accelerators; memory of the Lanczos bases times the members of a call) or 'auto'.
+    normalize: members use (f - E f) / std f (see `Encoding.apply`).
+    members_per_call: members per compiled call; the last call is padded, so every call
+      reuses one program.
+
+  Returns:
+    One SpectralDensity per member, equal (to float rounding) to `spectral_density` of the
+    member's activation alone. A member with a non-finite loss or Fisher-vector product fails
+    on its own: members share nothing but the batch, the parameters and the probes.
+  """
+  strategy = population.resolve_strategy(strategy)
+  codes = np.asarray(codes, np.int32).reshape(-1, encoding.num_slots)
+  images = jnp.asarray(images)
+  labels = jnp.asarray(labels)
+  num_steps, zero_rtol = _defaults(params, images.shape[0], num_steps, zero_rtol)
+  program = _population_program(make_apply, encoding, normalize, strategy, num_steps,
+                                int(num_probes), chunk_size)
+  shared = (params, images, labels, jnp.asarray(seed % 2**32, jnp.uint32))
+  n = codes.shape[0]
+  devices = jax.device_count()
+  group = min(max(members_per_call, 1), max(n, 1))
+  group = -(-group // devices) * devices
+  densities: list[SpectralDensity] = []
+  for start in range(0, n, group):
+    part = codes[start:start + group]
+    padded = np.concatenate([part, np.repeat(part[-1:], group - len(part), axis=0)])
+    losses, alphas, betas = jax.device_get(program(padded, *shared))
+    densities += [_density(losses[m], alphas[m], betas[m], zero_rtol) for m in range(len(part))]
+  return densities
 
 
 def cdf_feature(nodes, weights, num_bins: int = 100) -> np.ndarray:
@@ -349,5 +452,5 @@ def cdf_feature(nodes, weights, num_bins: int = 100) -> np.ndarray:
 
 
 __all__ = ["LOG_RANGE", "SpectralDensity", "cdf_feature", "fisher_vector_product",
-           "gauss_quadrature", "lanczos", "per_example_loss", "rademacher_probe",
-           "spectral_density"]
+           "gauss_quadrature", "lanczos", "per_example_loss", "population_spectral_density",
+           "rademacher_probe", "spectral_density"]

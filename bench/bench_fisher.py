@@ -15,8 +15,10 @@ functions (a smaller program, compiled for this population).
 Prints the wall time split into setup (initialization, finding the layers), compile (tracing
 and compiling the population program), device (running it) and host (float64
 eigendecompositions, histograms); seconds per function amortized over the population with and
-without the compilation; and the peak resident memory of the process (resource.getrusage
-ru_maxrss). Each model runs in its own subprocess so that its peak memory is its own.
+without the compilation; the process's CPU seconds per phase (all threads: on a shared
+machine wall times also count other processes' turns, CPU times do not); and the peak resident
+memory of the process (resource.getrusage ru_maxrss). Each model runs in its own subprocess so
+that its peak memory is its own.
 
 Targets on the 2-core development machine: at most 4 s per function for All-CNN-C and 8 s for
 ResNet-56, peak memory under 8 GB.
@@ -76,17 +78,18 @@ def run_one(name: str, members: int, batch: int, batch_chunk: int, members_per_c
   else:
     encoding = population.FunctionTable.of(names)
   codes = encoding.encode(names)
-  start = time.perf_counter()
+  start, start_cpu = time.perf_counter(), time.process_time()
   result = fisher.population_features(BUILDERS[name], encoding, codes, images, labels,
                                       batch_chunk=batch_chunk,
                                       members_per_call=members_per_call)
-  total = time.perf_counter() - start
+  total, total_cpu = time.perf_counter() - start, time.process_time() - start_cpu
   peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
   return {
       "model": name, "form": form, "members": members, "batch": batch, "batch_chunk": batch_chunk,
       "layers": len(result.layers), "uncovered": len(result.uncovered),
       "feature_length": int(result.features.shape[1]), "failed": len(result.failed),
       "total_s": total, **{f"{k}_s": v for k, v in result.seconds.items()},
+      "total_cpu_s": total_cpu, **{f"{k}_cpu_s": v for k, v in result.cpu_seconds.items()},
       "s_per_function": total / members,
       "s_per_function_compiled": (total - result.seconds["compile"]) / members,
       "peak_rss_gb": peak_gb,
@@ -121,6 +124,10 @@ def main():
           f"features {r['feature_length']}  failed {r['failed']}")
     print(f"          total {r['total_s']:.1f} s = setup {r['setup_s']:.1f} + compile "
           f"{r['compile_s']:.1f} + device {r['device_s']:.1f} + host {r['host_s']:.1f}")
+    print(f"          CPU {r['total_cpu_s']:.1f} s = setup {r['setup_cpu_s']:.1f} + compile "
+          f"{r['compile_cpu_s']:.1f} + device {r['device_cpu_s']:.1f} + host "
+          f"{r['host_cpu_s']:.1f} (all threads; {r['total_cpu_s'] / r['total_s']:.2f} cores "
+          f"busy on average)")
     print(f"          {r['s_per_function']:.2f} s per function ({r['s_per_function_compiled']:.2f} "
           f"without the compilation), peak RSS {r['peak_rss_gb']:.2f} GB")
     for fn, reason in r["failures"].items():

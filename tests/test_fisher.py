@@ -5,6 +5,7 @@ once per module (fixtures with module scope).
 """
 
 import functools
+import math
 
 import flax.linen as nn
 import jax
@@ -14,7 +15,7 @@ import pytest
 
 import actbench
 from actbench import fisher, layers, models, population
-from actbench.fisher import moments
+from actbench.fisher import moments, spectrum
 
 NUM_CLASSES = 3
 
@@ -241,7 +242,13 @@ def test_conv_moment_plans_agree(num_shifted):
     inputs.append(rng.standard_normal((2,) + spatial + (channels,)).astype(np.float32))
   got = jax.jit(lambda xs: [moments.conv_input_moment(x, geo, True, num_shifted)
                             for x, geo in zip(xs, geometries)])(inputs)
-  for x, geo, a in zip(inputs, geometries, got):
+  # The population programs' way: the parts on the device, assembled on the host in float64.
+  parts = jax.jit(lambda xs: [moments.conv_input_parts(x, geo, True, num_shifted)
+                              for x, geo in zip(xs, geometries)])(inputs)
+  for x, geo, p in zip(inputs, geometries, parts):
+    count = x.shape[0] * math.prod(geo.out_spatial)
+    got.append(moments.assemble_conv_moment(p, geo, x.shape[-1], True, num_shifted, count, np))
+  for x, geo, a in zip(inputs + inputs, geometries + geometries, got):
     x = np.asarray(x, np.float64)
     if geo.pre_pad is not None:
       x = np.pad(x, [(0, 0), *geo.pre_pad[1], (0, 0)], mode=geo.pre_pad[0])
@@ -278,6 +285,19 @@ def test_plan_choice():
   # 13 tap offsets (d and -d share a product: A is symmetric) plus border strips.
   assert len({(c[0][1] - c[0][0], c[1][1] - c[1][0]) for c in plan.cells}) == 13
   assert len(plan.pair_cells) == 45
+
+
+def test_eigenvalues_many_keeps_the_order():
+  """In a thread pool, largest first: the results still come back in the given order."""
+  rng = np.random.default_rng(7)
+  stacks = []
+  for blocks, dim in [(1, 3), (2, 40), (1, 130), (3, 5), (1, 70)]:
+    x = rng.standard_normal((blocks, 2 * dim, dim))
+    stacks.append(np.einsum("bnd,bne->bde", x, x))
+  got = spectrum.eigenvalues_many(stacks)
+  assert len(got) == len(stacks)
+  for stack, values in zip(stacks, got):
+    np.testing.assert_array_equal(values, np.linalg.eigvalsh(stack))
 
 
 def test_log_eigenvalues_drop_non_positive_products():

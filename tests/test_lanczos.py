@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
 
-from actbench import lanczos
+import actbench
+from actbench import lanczos, population
 
 BATCH = 8
 NUM_PROBES = 400
@@ -247,6 +248,43 @@ def test_non_finite_model_fails_cleanly(problem, apply, zero_images, reason):
   assert np.all(np.isnan(result.nodes)) and np.all(np.isnan(result.weights))
   feature = lanczos.cdf_feature(result.nodes, result.weights, num_bins=10)
   assert feature.shape == (10,) and np.all(np.isnan(feature))
+
+
+def _make_apply(act):
+  model = TinyMLP(act=act)
+  return lambda params, x: model.apply({"params": params}, x)
+
+
+# exp(x e^(e^e)) = exp(3.8e6 x) overflows in the forward pass; the others are healthy.
+POPULATION = ["tanh(x)", "relu(x)", "exp(mul(x,exp(exp(exp(one(x))))))", "swish(x)"]
+
+
+@pytest.mark.parametrize("strategy", ["map", "vmap"])
+def test_population_equals_one_at_a_time(problem, strategy):
+  """One compiled program for the population, members_per_call 3 (a padded second call);
+  each member as spectral_density of its activation alone, the failing one isolated."""
+  encoding = population.FunctionTable.of(POPULATION)
+  args = (problem["params"], problem["images"], problem["labels"])
+  together = lanczos.population_spectral_density(
+      _make_apply, encoding, encoding.encode(POPULATION), *args, num_probes=3, seed=2,
+      chunk_size=4, strategy=strategy, members_per_call=3)
+  assert [d.failure is not None for d in together] == [False, False, True, False]
+  for name, density in zip(POPULATION, together):
+    alone = lanczos.spectral_density(_make_apply(actbench.compile(name)), *args, num_probes=3,
+                                     seed=2, chunk_size=4)
+    assert density.failure == alone.failure, name
+    if alone.failure is not None:
+      assert "forward" in alone.failure and np.all(np.isnan(density.nodes))
+      continue
+    # Switch branches and the compiled function compute the same operations, fused differently:
+    # float32 rounding, which moves the nodes and weights of the null space's cluster (as in
+    # test_chunked_density_matches_unchunked) but not the features or the moments.
+    for k in (1, 2):
+      np.testing.assert_allclose(np.sum(density.weights * density.nodes**k),
+                                 np.sum(alone.weights * alone.nodes**k), rtol=1e-4, err_msg=name)
+    np.testing.assert_allclose(lanczos.cdf_feature(density.nodes, density.weights),
+                               lanczos.cdf_feature(alone.nodes, alone.weights), atol=1e-3,
+                               err_msg=name)
 
 
 def test_cdf_feature_by_hand():

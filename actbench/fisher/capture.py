@@ -7,7 +7,8 @@ Both steps intercept `__call__` of every `nn.Dense` and `nn.Conv` instance (this
   layer: its path, kind, shapes, weight count (from the layer's own parameters) and conv
   geometry. Parameters of any other module (BatchNorm, embeddings, ...) are listed as
   `Uncovered` with their module's class.
-- `batch_sums` runs the model for real: each recorded layer's input goes into the A sum, and a
+- `batch_sums` runs the model for real: each recorded layer's input goes into the A sum (for a
+  convolution, the parts A is assembled from on the host: `moments.conv_input_parts`), and a
   zero array is added to its output, so the gradient of the loss with respect to that array is
   the gradient with respect to the layer's output (pre-activation), for every layer from one
   backward pass that computes no parameter gradients.
@@ -25,6 +26,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax.linen.linear import canonicalize_padding
 from jax import lax
 
@@ -217,17 +219,36 @@ def layers_of(calls: list[Call]) -> list[Layer]:
   return list({call.layer.path: call.layer for call in calls}.values())
 
 
-def _input_moment(call: Call, x):
+def _input_parts(call: Call, x) -> dict:
+  """What the call adds to its A sum: a Dense layer's moment, a conv's `conv_input_parts`."""
   if call.geometry is None:
-    return moments.dense_input_moment(x, call.layer.has_bias)
+    return {"moment": moments.dense_input_moment(x, call.layer.has_bias)}
   rank = call.geometry.rank
   x = x.reshape((-1,) + tuple(x.shape[x.ndim - rank - 1:]))
-  return moments.conv_input_moment(x, call.geometry, call.layer.has_bias, call.num_shifted)
+  return moments.conv_input_parts(x, call.geometry, call.layer.has_bias, call.num_shifted)
+
+
+def _zero_parts(call: Call) -> dict:
+  if call.geometry is None:
+    dim = call.layer.a_dim
+    return {"moment": jnp.zeros((1, dim, dim), jnp.float32)}
+  return moments.conv_parts_zeros(call.geometry, call.in_shape[-1], call.layer.has_bias,
+                                  call.num_shifted)
+
+
+def assemble_input_moment(call: Call, parts: dict, num_chunks: int) -> np.ndarray:
+  """The call's A sum over `num_chunks` chunks, host float64, from its summed parts."""
+  if call.geometry is None:
+    return np.asarray(parts["moment"], np.float64)
+  return moments.assemble_conv_moment(parts, call.geometry, call.in_shape[-1],
+                                      call.layer.has_bias, call.num_shifted,
+                                      call.rows * num_chunks, np)
 
 
 def batch_sums(model: nn.Module, variables, calls: list[Call], images, labels, noise,
                fisher_type: str, apply_kwargs: dict):
-  """A and G sums over one batch (not yet divided), per call key, and whether logits are finite.
+  """A parts and G sums over one batch (not yet divided), per call key, and whether logits are
+  finite. A call's A sum is `assemble_input_moment` of its parts.
 
   The loss is the SUM over examples of the cross-entropy, so the gradient with respect to one
   example's outputs is that example's own gradient. fisher_type 'empirical' uses `labels`;
@@ -249,7 +270,7 @@ def batch_sums(model: nn.Module, variables, calls: list[Call], images, labels, n
       if key not in by_key:  # a layer that trace_calls did not cover
         return next_fun(*args, **kwargs)
       counter[path] += 1
-      a_sums[key] = _input_moment(by_key[key], lax.stop_gradient(_inputs(args, kwargs)))
+      a_sums[key] = _input_parts(by_key[key], lax.stop_gradient(_inputs(args, kwargs)))
       return next_fun(*args, **kwargs) + perturbations[key]
 
     with nn.intercept_methods(interceptor):
@@ -270,31 +291,46 @@ def batch_sums(model: nn.Module, variables, calls: list[Call], images, labels, n
 
 
 def chunked_sums(model, variables, calls, images, labels, noise, fisher_type, apply_kwargs):
-  """Per-layer (A sum, G sum) over a batch given as chunks (num_chunks, chunk, ...).
+  """A parts per call and G sums per layer over a batch given as chunks (num_chunks, chunk, ...).
 
-  The chunks run one after another (lax.scan), so memory is that of one chunk. Returns
-  ({path: A sum}, {path: G sum}, logits finite), the calls of a shared layer added together.
+  The chunks run one after another (lax.scan), so memory is that of one chunk; after a chunk
+  with non-finite logits the rest are skipped (the sums are then partial: the member failed).
+  Returns ({call key: A parts}, {path: G sum}, logits finite): the host assembles each call's
+  A (`assemble_input_moment`) and adds those of a shared layer (`layer_input_moments`).
   """
-  def step(carry, batch):
+  def add_chunk(carry, batch):
     a_sums, g_sums, finite = batch_sums(model, variables, calls, *batch, fisher_type,
                                         apply_kwargs)
     a_acc, g_acc, finite_acc = carry
     return (jax.tree.map(jnp.add, a_acc, a_sums), jax.tree.map(jnp.add, g_acc, g_sums),
-            finite_acc & finite), None
+            finite_acc & finite)
+
+  def step(carry, batch):
+    # Once the logits were not finite the member has failed, whatever the other chunks hold:
+    # skip them (under lax.map only the branch taken runs; under vmap both do, as before).
+    return lax.cond(carry[2], add_chunk, lambda carry, _: carry, carry, batch), None
 
   if images.shape[0] == 1:
     a_sums, g_sums, finite = batch_sums(model, variables, calls, images[0], labels[0], noise[0],
                                         fisher_type, apply_kwargs)
   else:
-    def block(call, dim):
-      return jnp.zeros((call.layer.num_blocks, dim, dim), jnp.float32)
-    init = ({c.key: block(c, c.layer.a_dim) for c in calls},
-            {c.key: block(c, c.layer.g_dim) for c in calls}, jnp.array(True))
+    init = ({c.key: _zero_parts(c) for c in calls},
+            {c.key: jnp.zeros((c.layer.num_blocks, c.layer.g_dim, c.layer.g_dim), jnp.float32)
+             for c in calls}, jnp.array(True))
     (a_sums, g_sums, finite), _ = lax.scan(step, init, (images, labels, noise))
-  a_layer: dict = {}
   g_layer: dict = {}
   for call in calls:
     path = call.layer.path
-    a_layer[path] = a_sums[call.key] + a_layer[path] if path in a_layer else a_sums[call.key]
     g_layer[path] = g_sums[call.key] + g_layer[path] if path in g_layer else g_sums[call.key]
-  return a_layer, g_layer, finite
+  return a_sums, g_layer, finite
+
+
+def layer_input_moments(calls, a_parts: dict, num_chunks: int) -> dict:
+  """{path: A sum (host float64)} from `chunked_sums`' parts: each call assembled, a shared
+  layer's calls added."""
+  a_layer: dict = {}
+  for call in calls:
+    path = call.layer.path
+    a = assemble_input_moment(call, a_parts[call.key], num_chunks)
+    a_layer[path] = a_layer[path] + a if path in a_layer else a
+  return a_layer

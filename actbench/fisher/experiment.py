@@ -6,7 +6,7 @@
            of a population in one compiled program.
   lanczos  beyond the paper: the spectral density of the exact empirical Fisher of all
            parameters by stochastic Lanczos quadrature (actbench/lanczos.py), as one CDF over
-           log-eigenvalues; one compiled program per activation.
+           log-eigenvalues; every candidate of a population in one compiled program.
 
     from actbench import fisher
     result = fisher.features(config, ["relu(x)", "swish(x)"])
@@ -21,7 +21,7 @@ from typing import Sequence
 import jax
 import numpy as np
 
-from actbench import compiler, lanczos, population, train
+from actbench import lanczos, population, train
 from actbench.fisher import kfac
 from actbench.fisher.kfac import FisherFeatures
 
@@ -80,22 +80,15 @@ def _lanczos_features(config, names, make_model, images, labels, seed) -> Fisher
   variables = kfac.init_variables(make_model, images.shape[1:], seed)
   params = variables["params"]
   others = {k: v for k, v in variables.items() if k != "params"}
+  encoding = population.form(names, config.population.get("schema", ""))
+  densities = lanczos.population_spectral_density(
+      _model_apply(make_model, others), encoding, encoding.encode(names), params, images,
+      labels, num_probes=int(cfg.get("lanczos_probes", 16)), seed=seed,
+      chunk_size=int(cfg.get("batch_chunk", 32)) or None,
+      strategy=config.population.get("strategy", "auto"),
+      normalize=bool(config.population.get("normalize", False)))
   rows, failed = [], {}
-  for index, name in enumerate(names):
-    try:
-      act = compiler.compile(name, bool(config.population.get("normalize", False)))
-    except ValueError as error:  # not normalizable
-      failed[index] = str(error)
-      rows.append(np.full(num_bins, np.nan, np.float32))
-      continue
-    model = make_model(act)
-
-    def model_apply(p, x, model=model):
-      return model.apply({"params": p, **others}, x, train=False)
-
-    density = lanczos.spectral_density(model_apply, params, images, labels,
-                                       num_probes=int(cfg.get("lanczos_probes", 16)), seed=seed,
-                                       chunk_size=int(cfg.get("batch_chunk", 32)) or None)
+  for index, density in enumerate(densities):
     row = lanczos.cdf_feature(density.nodes, density.weights, num_bins)
     if density.failure or not np.all(np.isfinite(row)):
       failed[index] = density.failure or "no positive eigenvalue mass in range"
@@ -104,3 +97,12 @@ def _lanczos_features(config, names, make_model, images, labels, seed) -> Fisher
   return FisherFeatures(names=names, features=np.stack(rows).astype(np.float32), failed=failed,
                         dropped=np.full((len(names), 0), -1, np.int64), layers=[], uncovered=[],
                         seconds={"total": time.perf_counter() - start})
+
+
+def _model_apply(make_model, others):
+  """activation -> (params, images) -> logits in inference mode, the model's other variables
+  (batch statistics) fixed."""
+  def make_apply(act):
+    model = make_model(act)
+    return lambda params, x: model.apply({"params": params, **others}, x, train=False)
+  return make_apply

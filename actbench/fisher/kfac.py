@@ -62,6 +62,7 @@ class FisherFeatures:
       the compiled calls: tracing and compiling the program on its first use, about 0 once it
       is cached), 'device' (waiting for their results) and 'host' (eigendecompositions and
       histograms; on accelerators these overlap with the next group's computation).
+    cpu_seconds: the process's CPU seconds (all threads) in the same phases.
   """
 
   names: list[str]
@@ -71,6 +72,28 @@ class FisherFeatures:
   layers: list[Layer]
   uncovered: list[Uncovered]
   seconds: dict[str, float] = dataclasses.field(default_factory=dict)
+  cpu_seconds: dict[str, float] = dataclasses.field(default_factory=dict)
+
+
+class _Stopwatch:
+  """Wall and CPU seconds (of the whole process, all threads) per phase.
+
+  CPU time says how much of the machine a phase used: on a shared machine its wall time also
+  counts the other processes' turns.
+  """
+
+  def __init__(self):
+    self.wall = {"setup": 0.0, "compile": 0.0, "device": 0.0, "host": 0.0}
+    self.cpu = dict(self.wall)
+    self._last = (time.perf_counter(), time.process_time())
+
+  def lap(self, phase: str | None):
+    """Charges the time since the last lap to `phase` (None: to nothing)."""
+    now = (time.perf_counter(), time.process_time())
+    if phase is not None:
+      self.wall[phase] += now[0] - self._last[0]
+      self.cpu[phase] += now[1] - self._last[1]
+    self._last = now
 
 
 def _apply_kwargs(apply_kwargs: dict | None) -> dict:
@@ -192,9 +215,10 @@ def kfac_factors(model: nn.Module, variables, images, labels, *, fisher_type: st
                                          apply_kwargs)
   noise = _noise(fisher_type, key, batch, logits.shape[-1])
   program = _single_program(model, tuple(calls), fisher_type, tuple(sorted(apply_kwargs.items())))
-  a_sums, g_sums, _ = jax.device_get(program(variables, images=_chunked(images, chunk),
-                                             labels=_chunked(labels, chunk),
-                                             noise=_chunked(noise, chunk)))
+  a_parts, g_sums, _ = jax.device_get(program(variables, images=_chunked(images, chunk),
+                                              labels=_chunked(labels, chunk),
+                                              noise=_chunked(noise, chunk)))
+  a_sums = capture.layer_input_moments(calls, a_parts, batch // chunk)
   return _finish(capture.layers_of(calls), _total_rows(calls, batch // chunk), batch, a_sums,
                  g_sums, published_shift)
 
@@ -202,19 +226,26 @@ def kfac_factors(model: nn.Module, variables, images, labels, *, fisher_type: st
 def log_eigenvalues(factors: Sequence[LayerFactors]) -> tuple[list[np.ndarray], np.ndarray]:
   """Per layer, every log a_i + log g_j over the eigenvalues of each block's A and G.
 
-  Eigenvalues are computed with `eigh` in float64 on the host. Products with a non-positive
-  factor eigenvalue are dropped. Returns (log-eigenvalues per layer, float64 arrays; the number
-  dropped per layer, int64 array).
+  Eigenvalues are computed with `eigh` in float64 on the host (`spectrum.eigenvalues_many`: one
+  matrix per core). Products with a non-positive factor eigenvalue are dropped. Returns
+  (log-eigenvalues per layer, float64 arrays; the number dropped per layer, int64 array).
 
   Raises:
     ValueError: a factor is not finite.
   """
-  values, dropped = [], []
   for f in factors:
     for name, matrix in (("A", f.A), ("G", f.G)):
       if not np.all(np.isfinite(matrix)):
         raise ValueError(f"layer {f.path}: {name} is not finite")
-    v, d = spectrum.block_log_eigenvalues(spectrum.eigenvalues(f.A), spectrum.eigenvalues(f.G))
+  eigs = spectrum.eigenvalues_many([m for f in factors for m in (f.A, f.G)])
+  return _log_spectra(eigs)
+
+
+def _log_spectra(eigs: Sequence[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
+  """(log-eigenvalues per layer, dropped per layer) from eigenvalues [A_0, G_0, A_1, G_1, ...]."""
+  values, dropped = [], []
+  for a_eigs, g_eigs in zip(eigs[0::2], eigs[1::2]):
+    v, d = spectrum.block_log_eigenvalues(a_eigs, g_eigs)
     values.append(v)
     dropped.append(d)
   return values, np.asarray(dropped, np.int64)
@@ -287,17 +318,24 @@ def _population_program(make_model, encoding, calls, fisher_type, strategy, norm
   return program
 
 
-def _member_features(layers, rows, batch, a_sums, g_sums, finite, published_shift):
-  """(feature vector or None, reason or None, dropped per layer) of one member's sums."""
+def _member_factors(calls, num_chunks, layers, rows, batch, a_parts, g_sums, finite,
+                    published_shift):
+  """(host factors, None) of one member's sums, or (None, why it has no features)."""
   if not finite:
-    return None, "forward pass is not finite (NaN or inf logits)", None
+    return None, "forward pass is not finite (NaN or inf logits)"
+  a_sums = capture.layer_input_moments(calls, a_parts, num_chunks)
   for name, sums in (("A", a_sums), ("G", g_sums)):
     bad = [layer.path for layer in layers if not np.all(np.isfinite(sums[layer.path]))]
     if bad:
       pass_name = "forward" if name == "A" else "backward"
-      return None, f"{pass_name} pass is not finite: non-finite {name} in {', '.join(bad)}", None
-  factors = _finish(layers, rows, batch, a_sums, g_sums, published_shift)
-  log_eigs, dropped = log_eigenvalues(factors)
+      return None, f"{pass_name} pass is not finite: non-finite {name} in {', '.join(bad)}"
+  return _finish(layers, rows, batch, a_sums, g_sums, published_shift), None
+
+
+def _member_features(layers, eigs):
+  """(feature vector or None, reason or None, dropped per layer) of one member's eigenvalues
+  [A_0, G_0, A_1, G_1, ...]."""
+  log_eigs, dropped = _log_spectra(eigs)
   vector = cdf_features(log_eigs, [layer.num_weights for layer in layers])
   if np.isnan(vector).any():
     empty = [layer.path for layer, v in zip(layers, log_eigs)
@@ -328,11 +366,12 @@ def population_features(make_model: Callable[[Callable], nn.Module], encoding: A
       (accelerators) or 'auto'. The member axis is sharded over the local devices.
     normalize: members use (f - E f) / std f (see `Encoding.apply`).
 
-  Eigendecompositions (float64) and histograms run on the host, member by member. A member
+  Eigendecompositions (float64) run on the host, a group's all at once, one per core
+  (`spectrum.eigenvalues_many`); then the histograms, member by member. A member
   whose factors are not finite gets a NaN row and a reason in `failed`; the others are
   unaffected (members share nothing but the batch and the initial parameters).
   """
-  start_time = time.perf_counter()
+  clock = _Stopwatch()
   strategy = population.resolve_strategy(strategy)
   apply_kwargs = _apply_kwargs(apply_kwargs)
   apply_items = tuple(sorted(apply_kwargs.items()))
@@ -359,17 +398,16 @@ def population_features(make_model: Callable[[Callable], nn.Module], encoding: A
   features = np.full((n, width), np.nan, np.float32)
   dropped = np.full((n, len(layers)), -1, np.int64)
   failed: dict[int, str] = {}
-  seconds = {"setup": time.perf_counter() - start_time, "compile": 0.0, "device": 0.0,
-             "host": 0.0}
+  clock.lap("setup")
 
   def launch(start):
     part = codes[start:start + group]
     padded = np.concatenate([part, np.repeat(part[-1:], group - len(part), axis=0)])
-    tic = time.perf_counter()
+    clock.lap(None)
     # Dispatch traces and compiles on a program's first use, then returns before the
     # computation ends.
     out = program(padded, *shared)
-    seconds["compile"] += time.perf_counter() - tic
+    clock.lap("compile")
     return out
 
   # On accelerators the next group computes while the host decomposes this one; on CPU the
@@ -378,25 +416,35 @@ def population_features(make_model: Callable[[Callable], nn.Module], encoding: A
   starts = list(range(0, n, group))
   pending = launch(0) if starts else None
   for index, start in enumerate(starts):
-    tic = time.perf_counter()
-    a_sums, g_sums, finite = jax.device_get(pending)
-    seconds["device"] += time.perf_counter() - tic
+    clock.lap(None)
+    a_parts, g_sums, finite = jax.device_get(pending)
+    clock.lap("device")
     if overlap and index + 1 < len(starts):
       pending = launch(starts[index + 1])  # computes while the host decomposes this group
-    tic = time.perf_counter()
+    healthy = {}
     for m in range(min(group, n - start)):
-      vector, reason, counts = _member_features(
-          layers, rows, batch, {p: v[m] for p, v in a_sums.items()},
+      factors, reason = _member_factors(
+          calls, batch // chunk, layers, rows, batch, jax.tree.map(lambda v, m=m: v[m], a_parts),
           {p: v[m] for p, v in g_sums.items()}, bool(finite[m]), published_shift)
-      if counts is not None:
-        dropped[start + m] = counts
+      if factors is None:
+        failed[start + m] = reason
+      else:
+        healthy[m] = factors
+    # All the group's decompositions at once, so that every core has work until the end.
+    eigs = spectrum.eigenvalues_many([matrix for factors in healthy.values()
+                                      for f in factors for matrix in (f.A, f.G)])
+    per_member = 2 * len(layers)
+    for position, m in enumerate(healthy):
+      vector, reason, counts = _member_features(
+          layers, eigs[position * per_member:(position + 1) * per_member])
+      dropped[start + m] = counts
       if vector is None:
         failed[start + m] = reason
       else:
         features[start + m] = vector
-    seconds["host"] += time.perf_counter() - tic
-    del a_sums, g_sums
+    clock.lap("host")
+    del a_parts, g_sums
     if not overlap and index + 1 < len(starts):
       pending = launch(starts[index + 1])
   return FisherFeatures(list(encoding.decode(codes)) if n else [], features, failed, dropped,
-                        layers, uncovered, seconds)
+                        layers, uncovered, clock.wall, clock.cpu)

@@ -1,8 +1,9 @@
 """Second moments of a layer's inputs (the K-FAC factor A) and output gradients (G), as sums.
 
-Everything here runs inside the traced program and returns SUMS over the rows it is given
-(examples x locations); the caller divides by B (for A) or B*T (for G) once the whole batch has
-been seen. Each result has a leading block axis: one block for Dense and ordinary Conv layers,
+Everything here returns SUMS over the rows it is given (examples x locations); the caller
+divides by B (for A) or B*T (for G) once the whole batch has been seen. All of it runs inside
+the traced program, except `assemble_conv_moment`, which the population programs leave to the
+host. Each result has a leading block axis: one block for Dense and ordinary Conv layers,
 `feature_group_count` blocks for grouped and depthwise convolutions (block g holds the inputs
 and outputs of group g only, see `actbench.fisher` for why).
 
@@ -31,12 +32,13 @@ import itertools
 import math
 
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 # What one more product (cell) costs, in flops of one batch chunk: on XLA:CPU each adds about
 # 35 ms of compile time (measured on All-CNN-C; amortized over a population) and a launch per
-# chunk. With this value
-# tiny layers use im2col, and All-CNN-C's large stride-1 layers shift both dimensions.
+# chunk. With this value tiny layers use im2col, and All-CNN-C's large stride-1 layers shift
+# both dimensions.
 CELL_COST = 1e8
 
 
@@ -207,6 +209,26 @@ def conv_input_moment(x, geometry: ConvGeometry, has_bias: bool, num_shifted: in
 
   x: the layer input, (N, *spatial, C) (any float dtype; computed in float32).
   D = prod(kernel_size) * C // groups (+ 1 with a bias, the constant last).
+  `assemble_conv_moment` of `conv_input_parts`, all traced.
+  """
+  parts = conv_input_parts(x, geometry, has_bias, num_shifted)
+  count = x.shape[0] * math.prod(geometry.out_spatial)
+  return assemble_conv_moment(parts, geometry, x.shape[-1], has_bias, num_shifted, count, jnp)
+
+
+def conv_input_parts(x, geometry: ConvGeometry, has_bias: bool, num_shifted: int) -> dict:
+  """The sums A is assembled from (`assemble_conv_moment`), float32; additive over batches.
+
+  Returns {'cells': for each cell of `shift_plan(geometry, num_shifted)`, its product
+  (groups, width, width), width = prod(kernel_size[num_shifted:]) * C // groups; 'window' (with
+  a bias only): the padded input summed over examples, (*padded_spatial, C), from which each
+  tap's sum of patches follows}.
+
+  They hold a few width x width products per tap offset where A has (taps * width)^2 entries.
+  A population program accumulates them over its batch chunks and leaves the assembly to the
+  host, once per member: building A in the program, chunk after chunk, took a fifth of the
+  moment's time and a third of its compilation (measured on All-CNN-C), and so did the bias
+  row's per-tap sums over the whole batch.
   """
   x = _pad(x.astype(jnp.float32), geometry)
   rank, groups = geometry.rank, geometry.groups
@@ -236,32 +258,80 @@ def conv_input_moment(x, geometry: ConvGeometry, has_bias: bool, num_shifted: in
     return jnp.einsum("nkgc,nlgd->gkcld", left, right).reshape(groups, width, width)
 
   plan = shift_plan(geometry, num_shifted)
-  cell_sums = [product(operand([(a, n, st) for a, _, n, st in cell]),
-                       operand([(b, n, st) for _, b, n, st in cell])) for cell in plan.cells]
+  products = [product(operand([(a, n, st) for a, _, n, st in cell]),
+                      operand([(b, n, st) for _, b, n, st in cell])) for cell in plan.cells]
+  parts = {"cells": tuple(products)}
+  if has_bias:
+    # The input summed over examples, as a vector-matrix product (a reduction over the major
+    # axis ran at a fraction of the speed); the host takes each tap's window of it.
+    flat = x.reshape(x.shape[0], -1)
+    parts["window"] = jnp.dot(jnp.ones((1, flat.shape[0]), flat.dtype), flat,
+                              preferred_element_type=jnp.float32).reshape(x.shape[1:])
+  return parts
+
+
+def conv_parts_zeros(geometry: ConvGeometry, channels: int, has_bias: bool,
+                     num_shifted: int) -> dict:
+  """Zeros shaped like `conv_input_parts` (the start of a sum over batch chunks)."""
+  groups = geometry.groups
+  width = math.prod(geometry.kernel_size[num_shifted:]) * channels // groups
+  cells = shift_plan(geometry, num_shifted).cells
+  parts = {"cells": tuple(jnp.zeros((groups, width, width), jnp.float32) for _ in cells)}
+  if has_bias:
+    parts["window"] = jnp.zeros(tuple(geometry.padded_spatial) + (channels,), jnp.float32)
+  return parts
+
+
+def assemble_conv_moment(parts: dict, geometry: ConvGeometry, channels: int, has_bias: bool,
+                         num_shifted: int, count, xp=jnp):
+  """A (groups, D, D) from `conv_input_parts` summed over `count` output locations x examples.
+
+  channels: C, the layer's input channels.
+  xp: jax.numpy (traced, float32) or numpy (on the host, in float64: the blocks' sums of cells
+  and the bias row's sums add no float32 rounding).
+  """
+  dtype = xp.float64 if xp is np else jnp.float32
+  plan = shift_plan(geometry, num_shifted)
+  cells = [xp.asarray(c, dtype) for c in parts["cells"]]
+  groups = geometry.groups
   num_taps = len(plan.taps)
-  zero_block = jnp.zeros((groups, width, width), jnp.float32)
+  width = math.prod(geometry.kernel_size[num_shifted:]) * channels // groups
+  zero_block = xp.zeros((groups, width, width), dtype)
   rows = [[None] * num_taps for _ in range(num_taps)]
   for (a, b), cell_ids in plan.pair_cells.items():
-    block = sum((cell_sums[c] for c in cell_ids[1:]), cell_sums[cell_ids[0]]) \
-        if cell_ids else zero_block
+    block = sum((cells[c] for c in cell_ids[1:]), cells[cell_ids[0]]) if cell_ids else zero_block
     rows[a][b] = block
     if a != b:
-      rows[b][a] = jnp.swapaxes(block, -1, -2)
-  full = jnp.stack([jnp.stack(row) for row in rows])  # (taps, taps, groups, width, width)
-  full = full.transpose(2, 0, 3, 1, 4).reshape(groups, num_taps * width, num_taps * width)
+      rows[b][a] = xp.swapaxes(block, -1, -2)
+  full = xp.block(rows)  # (groups, taps * width, taps * width)
   if not has_bias:
     return full
-  # The bias row: sum over locations of each patch entry, and the number of locations.
+  # The bias row: each tap's patch summed over its output locations.
+  k, e, s, out = (geometry.kernel_size, geometry.kernel_dilation, geometry.strides,
+                  geometry.out_spatial)
+
+  def strided(z, axis, start, count, stride):
+    index = [slice(None)] * z.ndim
+    index[axis] = slice(start, start + (count - 1) * stride + 1, stride)
+    return z[tuple(index)]
+
+  # As conv_input_parts gathers its input, on the input summed over examples.
+  window = xp.asarray(parts["window"], dtype)
+  for i in reversed(range(num_shifted, geometry.rank)):
+    window = xp.concatenate([strided(window, i, t * e[i], out[i], s[i]) for t in range(k[i])],
+                            axis=-1)
   sums = []
   for tap in plan.taps:
-    z = y
+    z = window
     for i, t in enumerate(tap):
-      z = _strided(z, i + 1, t * e[i], out[i], s[i])
-    sums.append(z.reshape(-1, patched, groups, per_group).sum(0))
-  total = jnp.stack(sums).transpose(2, 0, 1, 3).reshape(groups, num_taps * width)
-  count = jnp.full((groups, 1, 1), x.shape[0] * math.prod(out), jnp.float32)
-  return jnp.concatenate([jnp.concatenate([full, total[:, None, :]], axis=1),
-                          jnp.concatenate([total[:, :, None], count], axis=1)], axis=2)
+      z = strided(z, i, t * e[i], out[i], s[i])
+    sums.append(z.reshape(-1, width * groups).sum(0))
+  total = xp.stack(sums)  # (taps, patched * C), features ordered (patched, group, channel)
+  total = total.reshape(num_taps, -1, groups, channels // groups)
+  total = xp.moveaxis(total, 2, 0).reshape(groups, num_taps * width)
+  count = xp.full((groups, 1, 1), count, dtype)
+  return xp.concatenate([xp.concatenate([full, total[:, None, :]], axis=1),
+                         xp.concatenate([total[:, :, None], count], axis=1)], axis=2)
 
 
 def dense_input_moment(x, has_bias: bool):
