@@ -338,7 +338,6 @@ def spectral_density(model_apply: Callable[[Any, jax.Array], jax.Array], params,
 
 # ---------------------------------------------------------------- populations
 
-_AXIS = "population"
 _POPULATION_PROGRAMS: dict = {}
 
 
@@ -354,22 +353,11 @@ def _population_program(make_apply, encoding, normalize, strategy, num_steps, nu
     return _slq_arrays(model_apply, params, images, labels, seed, num_steps=num_steps,
                        num_probes=num_probes, chunk_size=chunk_size)
 
-  def members(codes, *shared):
-    if strategy == "map":
-      return jax.lax.map(lambda c: member(c, *shared), codes)
-    return jax.vmap(lambda c: member(c, *shared))(codes)
-
-  # The member axis is sharded over the local devices, as for the K-FAC features.
-  mesh = jax.make_mesh((jax.device_count(),), (_AXIS,))
-  sharded = jax.jit(jax.shard_map(members, mesh=mesh, in_specs=(jax.P(_AXIS),) + (jax.P(),) * 4,
-                                  out_specs=jax.P(_AXIS), check_vma=False))
-  member_sharding = jax.NamedSharding(mesh, jax.P(_AXIS))
-  replicated = jax.NamedSharding(mesh, jax.P())
+  sharded = population.sharded_member_program(member, strategy, num_shared=4)
 
   def program(codes, *shared):
     with jax.default_matmul_precision("highest"):
-      return sharded(jax.device_put(codes, member_sharding),
-                     *jax.device_put(shared, replicated))
+      return sharded(codes, *shared)
 
   if len(_POPULATION_PROGRAMS) >= 8:
     _POPULATION_PROGRAMS.pop(next(iter(_POPULATION_PROGRAMS)))

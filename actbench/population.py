@@ -31,6 +31,8 @@ import numpy as np
 from actbench import compiler, operators
 from actbench.expression import Expr, ExpressionError, parse, parse_schema
 
+MEMBER_AXIS = "population"  # the mesh axis population members are sharded over
+
 
 STRATEGIES = ("auto", "map", "vmap")
 
@@ -433,3 +435,27 @@ operators._ON_CHANGE.append(_table_branch.cache_clear)  # pylint: disable=protec
 operators._ON_CHANGE.append(_masked_branch.cache_clear)  # pylint: disable=protected-access
 operators._ON_CHANGE.append(_table_dual_branch.cache_clear)  # pylint: disable=protected-access
 operators._ON_CHANGE.append(_dual_branch.cache_clear)  # pylint: disable=protected-access
+
+
+def sharded_member_program(member, strategy: str, num_shared: int):
+  """`program(codes, *shared)`: `member(codes_row, *shared)` for every row of `codes`, by
+  lax.map ('map': only each member's operators run; CPU) or vmap, in one jitted program whose
+  member axis is sharded over every device and whose shared arguments are replicated.
+  Used by the Fisher features (K-FAC and Lanczos); `codes` must divide over the devices."""
+  def members(codes, *shared):
+    if strategy == "map":
+      return jax.lax.map(lambda c: member(c, *shared), codes)
+    return jax.vmap(lambda c: member(c, *shared))(codes)
+
+  mesh = jax.make_mesh((jax.device_count(),), (MEMBER_AXIS,))
+  sharded = jax.jit(jax.shard_map(members, mesh=mesh,
+                                  in_specs=(jax.P(MEMBER_AXIS),) + (jax.P(),) * num_shared,
+                                  out_specs=jax.P(MEMBER_AXIS), check_vma=False))
+  member_sharding = jax.NamedSharding(mesh, jax.P(MEMBER_AXIS))
+  replicated = jax.NamedSharding(mesh, jax.P())
+
+  def program(codes, *shared):
+    return sharded(jax.device_put(codes, member_sharding), *jax.device_put(shared, replicated))
+
+  return program
+

@@ -21,7 +21,6 @@ from actbench.fisher import capture, spectrum
 from actbench.fisher.capture import Layer, Uncovered
 
 FISHER_TYPES = ("empirical", "sampled")
-_AXIS = "population"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -297,21 +296,7 @@ def _population_program(make_model, encoding, calls, fisher_type, strategy, norm
     return capture.chunked_sums(model, variables, calls, images, labels, noise, fisher_type,
                                 dict(apply_items))
 
-  def members(codes, variables, images, labels, noise):
-    shared = (variables, images, labels, noise)
-    if strategy == "map":
-      return jax.lax.map(lambda c: member(c, *shared), codes)
-    return jax.vmap(lambda c: member(c, *shared))(codes)
-
-  mesh = jax.make_mesh((jax.device_count(),), (_AXIS,))
-  sharded = jax.jit(jax.shard_map(members, mesh=mesh, in_specs=(jax.P(_AXIS),) + (jax.P(),) * 4,
-                                  out_specs=jax.P(_AXIS), check_vma=False))
-  member_sharding = jax.NamedSharding(mesh, jax.P(_AXIS))
-  replicated = jax.NamedSharding(mesh, jax.P())
-
-  def program(codes, *shared):
-    return sharded(jax.device_put(codes, member_sharding), *jax.device_put(shared, replicated))
-
+  program = population.sharded_member_program(member, strategy, num_shared=4)
   if len(_POPULATION_PROGRAMS) >= 8:
     _POPULATION_PROGRAMS.pop(next(iter(_POPULATION_PROGRAMS)))
   _POPULATION_PROGRAMS[key] = program
