@@ -20,7 +20,8 @@ is carved from the training split by `seed`; test accuracy uses the official tes
 the official validation split where there is no test split (Imagenette, ImageNet).
 
 TFDS datasets are read with `tfds.data_source` (random access, no TensorFlow), so they
-must be prepared once as array_record files; `DatasetNotFoundError` says how.
+must be prepared once as array_record files; `DatasetNotFoundError` says how. `synthetic(name)`
+holds random images shaped like a dataset's, for speed benchmarks and trying a config.
 """
 
 from __future__ import annotations
@@ -281,12 +282,15 @@ class Dataset:
   _spec: _Spec
 
   def preprocess(self, images: jax.Array, *, key: jax.Array | None = None, train: bool = False,
-                 crop_fraction: float = _RESIZE_RATIO) -> jax.Array:
+                 crop_fraction: float = _RESIZE_RATIO, crop_min_scale: float = 0.08,
+                 randaugment: tuple[int, float] | None = None) -> jax.Array:
     """Host batch -> normalized float32 network input of shape (B, *info.image_shape). Jittable.
 
     train=True augments (needs `key`): CIFAR pad 4 (zeros) + random crop + flip; ImageNet-like
-    random resized crop + flip; digits none. Evaluation: ImageNet-like centre crop covering
-    `crop_fraction` of the stored side (0.875; the ViT recipe uses 0.95)."""
+    random resized crop (smallest area fraction `crop_min_scale`) + flip; digits none; then,
+    with randaugment=(layers, magnitude) and layers > 0, RandAugment
+    (`actbench.augment.rand_augment`; not for digits). Evaluation: ImageNet-like centre crop
+    covering `crop_fraction` of the stored side (0.875; the ViT recipe uses 0.95)."""
     kind, size = self._spec.kind, self.info.image_shape[0]
     x = _to_unit_float(images)
     if train and kind != 'digits':
@@ -296,7 +300,12 @@ class Dataset:
       if kind == 'cifar':
         x = pad_crop_flip(crop_key, x)
       else:
-        x = random_flip(flip_key, random_resized_crop(crop_key, x, size=size))
+        x = random_flip(flip_key, random_resized_crop(crop_key, x, size=size,
+                                                      scale=(float(crop_min_scale), 1.0)))
+      if randaugment is not None and randaugment[0] > 0:
+        from actbench import augment  # pylint: disable=g-import-not-at-top  # imports this module
+        x = augment.rand_augment(jax.random.fold_in(key, 2), x, num_layers=int(randaugment[0]),
+                                 magnitude=float(randaugment[1]))
     elif kind == 'imagenet':
       x = center_crop(x, size=size, crop_fraction=crop_fraction)
     return normalize(x, self._spec.mean, self._spec.std)
@@ -317,6 +326,17 @@ def _validation_count(validation_size: int | float, pool: int) -> int:
   return int(count)
 
 
+def _spec_and_size(name: str, image_size: int | None) -> tuple[_Spec, int]:
+  """The spec of dataset `name` and its network input side, or a ValueError saying what is
+  wrong with the arguments."""
+  if name not in _SPECS:
+    raise ValueError(f'unknown dataset {name!r}; choose one of {DATASETS}')
+  spec = _SPECS[name]
+  if image_size is not None and spec.kind != 'imagenet':
+    raise ValueError(f'{name} has a fixed image size; image_size applies to ImageNet-like data')
+  return spec, image_size or spec.image_size
+
+
 def load(name: str = 'digits', *, data_dir: str | os.PathLike | None = None,
          validation_size: int | float | None = None, seed: int = 0,
          image_size: int | None = None, in_memory: bool | None = None,
@@ -335,12 +355,7 @@ def load(name: str = 'digits', *, data_dir: str | os.PathLike | None = None,
     in_memory: read everything into numpy arrays now (default: digits and CIFAR only).
     num_threads: host decoding threads (default: min(16, cpu count)).
   """
-  if name not in _SPECS:
-    raise ValueError(f'unknown dataset {name!r}; choose one of {DATASETS}')
-  spec = _SPECS[name]
-  if image_size is not None and spec.kind != 'imagenet':
-    raise ValueError(f'{name} has a fixed image size; image_size applies to ImageNet-like data')
-  size = image_size or spec.image_size
+  spec, size = _spec_and_size(name, image_size)
   if spec.tfds_name is None:
     train_source = test_source = _digits()
     order = _permutation(len(train_source), _DIGITS_SEED)
@@ -367,6 +382,28 @@ def load(name: str = 'digits', *, data_dir: str | os.PathLike | None = None,
   info = DatasetInfo(name, spec.num_classes, (size, size, channels), len(train), len(validation),
                      len(test))
   return Dataset(info, train, validation, test, spec)
+
+
+def synthetic(name: str = 'imagenet2012', *, num_train: int = 512, num_validation: int = 64,
+              num_test: int = 64, image_size: int | None = None, seed: int = 0) -> Dataset:
+  """Random uint8 images and labels shaped like dataset `name` (in memory, nothing to
+  download): for benchmarks of speed and memory, and for trying a config without its data.
+  ImageNet-like images are stored at image_size / 0.875, as `load` stores them."""
+  spec, size = _spec_and_size(name, image_size)
+  stored = round(size / _RESIZE_RATIO) if spec.kind == 'imagenet' else size
+  channels = 1 if spec.kind == 'digits' else 3
+  rng = np.random.default_rng(seed)
+  total = num_train + num_validation + num_test
+  source = _Arrays(rng.integers(0, 256, (total, stored, stored, channels), np.uint8),
+                   rng.integers(0, spec.num_classes, total))
+  if spec.kind == 'digits':  # digits are float images in [0, 1]
+    source = _Arrays(source.images.astype(np.float32) / 255.0, source.labels)
+  bounds = np.cumsum([0, num_train, num_validation, num_test])
+  splits = [Split(split, source, np.arange(bounds[i], bounds[i + 1]))
+            for i, split in enumerate(('train', 'validation', 'test'))]
+  info = DatasetInfo(name, spec.num_classes, (size, size, channels), num_train, num_validation,
+                     num_test)
+  return Dataset(info, *splits, spec)
 
 
 # ---------------------------------------------------------------- device-side transforms

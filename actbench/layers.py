@@ -127,6 +127,12 @@ def conv_im2col(inputs: jax.Array, kernel: jax.Array, strides: Sequence[int], pa
   patches = patches.reshape(-1, patches.shape[-1])
   if groups == 1:
     y = jnp.dot(patches, kernel.reshape(taps * in_per_group, features), precision=precision)
+  elif in_per_group == 1:
+    # Depthwise: a multiply and a sum over the taps compiles faster and runs faster on XLA:CPU
+    # than the batched matmul below, whose contraction is only `taps` long.
+    patches = patches.reshape(-1, taps, groups, 1)
+    kernel = kernel.reshape(taps, groups, features // groups)
+    y = jnp.sum(patches * kernel, axis=1)
   else:
     # Input channel c is in group c // in_per_group, output channel o in o // (features // groups).
     patches = patches.reshape(-1, taps, groups, in_per_group)

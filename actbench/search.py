@@ -71,10 +71,21 @@ def training_config(config):
   return config
 
 
+# Fields added to config.train after stores existed, with the values that change nothing; at
+# those values they are left out of the fingerprint, so older stores stay valid.
+_LATER_TRAIN_FIELDS = {"loss": "softmax_cross_entropy", "target_threshold": 0.0,
+                       "crop_min_scale": 0.08, "eval_crop_fraction": 0.875,
+                       "randaugment_layers": 0, "randaugment_magnitude": 0.0,
+                       "mixup_alpha": 0.0, "cutmix_alpha": 0.0, "mixup_switch_prob": 0.5}
+
+
 def recipe_fingerprint(config) -> str:
   """What the recorded results depend on besides the function: data, model, training, seeds,
   features. A store's results are only comparable under one recipe."""
   parts = {key: config[key].to_dict() for key in ("dataset", "model", "train", "fisher")}
+  for name, neutral in _LATER_TRAIN_FIELDS.items():
+    if name in parts["train"] and parts["train"][name] == neutral:
+      del parts["train"][name]
   parts["seeds"] = [int(seed) for seed in config.seeds]
   parts["seed"] = int(config.seed)
   parts["normalize"] = bool(config.population.get("normalize", False))

@@ -35,16 +35,25 @@ def base_config() -> ml_collections.ConfigDict:
   config.train.momentum = 0.9  # sgd momentum (0: plain sgd)
   config.train.nesterov = False  # Nesterov momentum for sgd
   config.train.weight_decay = 0.0  # L2 for sgd/adam, decoupled for adamw
-  config.train.weight_decay_on = "all"  # all | kernels (no decay on biases and norm scales)
-  config.train.schedule = "constant"  # constant | cosine | step
-  config.train.end_learning_rate = 0.0  # cosine floor
+  config.train.weight_decay_on = "all"  # all | kernels (none on biases, norms, position biases)
+  config.train.schedule = "constant"  # constant | cosine | linear | step
+  config.train.end_learning_rate = 0.0  # cosine and linear: the final rate
   config.train.decay_epochs = ()  # step schedule: epochs at which the rate is multiplied...
   config.train.decay_factor = 0.1  # ...by this
   config.train.warmup_epochs = 0.0  # linear warm-up length
   config.train.warmup_learning_rate = 0.0  # warm-up start
   config.train.grad_clip_norm = 0.0  # global gradient-norm clip (0: none)
-  config.train.label_smoothing = 0.0  # cross-entropy label smoothing
-  config.train.augment = True  # the dataset's training augmentation (digits has none)
+  config.train.loss = "softmax_cross_entropy"  # | sigmoid_binary_cross_entropy (per class)
+  config.train.label_smoothing = 0.0  # softmax cross-entropy label smoothing
+  config.train.target_threshold = 0.0  # binary cross-entropy: targets > this become 1 (0: soft)
+  config.train.augment = True  # augment training batches (all below; digits has no crop/flip)
+  config.train.crop_min_scale = 0.08  # ImageNet-like data: random resized crop's least area
+  config.train.eval_crop_fraction = 0.875  # ImageNet-like data: evaluation centre crop
+  config.train.randaugment_layers = 0  # RandAugment ops per image (0: off)
+  config.train.randaugment_magnitude = 0.0  # their strength: 0..10 (above 10 extrapolates)
+  config.train.mixup_alpha = 0.0  # mixup Beta(alpha, alpha) (0: off); targets become soft
+  config.train.cutmix_alpha = 0.0  # CutMix Beta(alpha, alpha) (0: off)
+  config.train.mixup_switch_prob = 0.5  # both on: CutMix with this probability per batch
   config.train.steps_per_call = 0  # steps fused into one compiled call (0: a whole epoch)
   config.train.eval_batch_size = 0  # 0: batch_size
   config.train.eval_batches_per_call = 0  # evaluation batches per compiled call (0: all)
@@ -120,13 +129,62 @@ def cifar_config(dataset: str = "cifar10") -> ml_collections.ConfigDict:
   return config
 
 
-def shrink_for_smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """A few steps of tiny batches: `--config=FILE.py:smoke`, for tests on tiny mock data."""
+def imagenet_config(dataset: str = "imagenet2012", image_size: int = 224):
+  """The base config with what the ImageNet-like tasks share: data, evaluation, one seed."""
+  config = base_config()
+  config.dataset.name = dataset  # imagenet2012 | imagenette (its 160px variant)
+  config.dataset.image_size = image_size  # network input side (stored at image_size / 0.875)
+  config.train.augment = True  # random resized crop + flip, then what the recipe adds
+  config.train.steps_per_call = 50  # bounds the images on device per compiled call
+  config.train.eval_batch_size = 250
+  config.train.eval_batches_per_call = 4
+  config.seeds = (0,)  # one run per function, as Act-Bench-ViT
+  config.search.population_size = 8  # functions per round: size it to the accelerator memory
+  return config
+
+
+def vit_recipe(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The Act-Bench-ViT training recipe (METHOD.md section 5), on config's data."""
+  config.train.batch_size = 256
+  config.train.optimizer = "adamw"
+  config.train.learning_rate = 4e-3  # 8e-3 per 512 images: scale with the batch size
+  config.train.weight_decay = 0.02  # decoupled; optax multiplies it by the rate: 0.02 * lr
+  config.train.weight_decay_on = "kernels"  # none on norms, biases and position parameters
+  config.train.grad_clip_norm = 1.0
+  config.train.warmup_epochs = 5
+  config.train.warmup_learning_rate = 1e-4
+  config.train.schedule = "cosine"  # over the 100 epochs after the warm-up...
+  config.train.end_learning_rate = 1e-6  # ...down to this
+  config.train.num_epochs = 105
+  config.train.loss = "sigmoid_binary_cross_entropy"
+  config.train.target_threshold = 0.2
+  config.train.randaugment_layers = 2
+  config.train.randaugment_magnitude = 6.0
+  config.train.crop_min_scale = 0.08
+  config.train.mixup_alpha = 0.1
+  config.train.cutmix_alpha = 1.0
+  config.train.eval_crop_fraction = 0.95
+  return config
+
+
+SMOKE_ACTIVATIONS = ("elu(x)", "relu(x)", "swish(x)", "tanh(x)")
+
+
+def shrink_for_smoke(config: ml_collections.ConfigDict,
+                     image_size: int = 0) -> ml_collections.ConfigDict:
+  """A population of 4 for a few steps of tiny batches: `--config=FILE.py:smoke`, for tests on
+  tiny mock data (mode train; a recipe's augmentation and loss are kept)."""
+  config.mode = "train"
+  config.activations = SMOKE_ACTIVATIONS
   config.seeds = (0,)
   config.dataset.validation_size = 8
+  if image_size:
+    config.dataset.image_size = image_size
   config.train.batch_size = 8
   config.train.num_epochs = 1
   config.train.steps_per_call = 0
   config.train.eval_batch_size = 8
   config.train.eval_batches_per_call = 0
+  config.fisher.batch_size = 8
+  config.search.population_size = 4
   return config

@@ -22,3 +22,30 @@ def tfds_dir(tmp_path_factory):
   """A TFDS data_dir with tiny prepared cifar10 and imagenette/160px (tests/tfds_fixtures.py)."""
   from tests import tfds_fixtures  # imports TFDS: only for the tests that ask
   return tfds_fixtures.prepare_tiny_datasets(tmp_path_factory.mktemp("tfds"))
+
+
+@pytest.fixture(scope="session")
+def smoke_tfds_dir(tmp_path_factory):
+  """A TFDS data_dir with what the configs' `:smoke` variants read: tiny cifar10, cifar100,
+  imagenette/160px and imagenet2012 (tests/tfds_fixtures.py)."""
+  from tests import tfds_fixtures  # imports TFDS: only for the tests that ask
+  return tfds_fixtures.prepare_smoke_datasets(tmp_path_factory.mktemp("smoke_tfds"))
+
+
+def pytest_addoption(parser):
+  parser.addoption("--runslow", action="store_true", default=False,
+                   help="also run the tests marked slow (minutes of XLA:CPU compiles that "
+                        "repeat what faster tests already cover)")
+
+
+def pytest_configure(config):
+  config.addinivalue_line("markers", "slow: skipped unless --runslow is given")
+
+
+def pytest_collection_modifyitems(config, items):
+  if config.getoption("--runslow"):
+    return
+  skip = pytest.mark.skip(reason="slow: run with --runslow")
+  for item in items:
+    if "slow" in item.keywords:
+      item.add_marker(skip)

@@ -307,3 +307,20 @@ def test_normalize():
   np.testing.assert_allclose(out[0, 0, 0], expected, rtol=1e-6)
   np.testing.assert_allclose(data.normalize(np.ones((1, 1, 1, 3), np.float32), data.IMAGENET_MEAN,
                                             data.IMAGENET_STD)[0, 0, 0], expected, rtol=1e-6)
+
+
+def test_synthetic_dataset_is_shaped_like_the_real_one_and_reproducible():
+  ds = data.synthetic('imagenet2012', num_train=6, num_validation=2, num_test=3, image_size=64)
+  assert ds.info.num_classes == 1000 and ds.info.image_shape == (64, 64, 3)
+  assert (len(ds.train), len(ds.validation), len(ds.test)) == (6, 2, 3)
+  batch = ds.train.gather([0, 5])
+  assert batch['image'].shape == (2, 73, 73, 3) and batch['image'].dtype == np.uint8
+  assert batch['label'].dtype == np.int32 and np.all(batch['label'] < 1000)
+  again = data.synthetic('imagenet2012', num_train=6, num_validation=2, num_test=3,
+                         image_size=64)
+  np.testing.assert_array_equal(again.test.gather([2])['image'], ds.test.gather([2])['image'])
+  assert ds.preprocess(batch['image']).shape == (2, 64, 64, 3)
+  cifar = data.synthetic('cifar100', num_train=4)
+  assert cifar.info.image_shape == (32, 32, 3) and cifar.info.num_classes == 100
+  with pytest.raises(ValueError, match='fixed image size'):
+    data.synthetic('cifar10', image_size=64)

@@ -16,16 +16,11 @@ import pytest
 
 from actbench import layers
 from actbench import models
-
-
-def _keys(seed=0):
-  key = jax.random.key(seed)
-  return {"params": key, "dropout": jax.random.fold_in(key, 1)}
-
-
-def _normal(shape, seed=0):
-  """Standard normal float32 inputs, from NumPy."""
-  return jnp.asarray(np.random.default_rng(seed).standard_normal(shape), jnp.float32)
+from tests import model_helpers
+from tests.model_helpers import keys as _keys
+from tests.model_helpers import normal as _normal
+from tests.model_helpers import numpy_variables as _init
+from tests.model_helpers import param_count as _param_count
 
 
 def _fixed(shape):
@@ -34,44 +29,15 @@ def _fixed(shape):
   return jnp.asarray(values.reshape(shape), jnp.float32)
 
 
+def _trace(model, shape, train=False):
+  """(output, variables, dtypes the activation saw per call), all abstract: nothing compiles."""
+  out, variables, seen = model_helpers.trace(model, shape, train)
+  return out, variables, [dtype for _, dtype in seen]
+
+
 def _dropout_key(seed):
   # 'rbg' keys compile far faster than threefry ones on XLA:CPU.
   return jax.random.key(seed, impl="rbg")
-
-
-def _init(model, x, seed=0):
-  """The model's variables with He-normal kernels drawn by NumPy (nothing to compile)."""
-  rng = np.random.default_rng(seed)
-
-  def value(path, leaf):
-    name = path[-1].key
-    if name == "kernel":
-      fan_in = int(np.prod(leaf.shape[:-1]))
-      return jnp.asarray(rng.standard_normal(leaf.shape) * np.sqrt(2 / fan_in), jnp.float32)
-    if name in ("bias", "mean"):  # the norms' offsets are called 'bias' too
-      return jnp.asarray(0.1 * rng.standard_normal(leaf.shape), jnp.float32)
-    return jnp.ones(leaf.shape, jnp.float32)  # norm scale, variance
-
-  abstract = jax.eval_shape(lambda: model.init(_keys(), x))
-  return jax.tree_util.tree_map_with_path(value, abstract)
-
-
-def _param_count(tree) -> int:
-  return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(tree))
-
-
-def _trace(model, shape, train=False):
-  """(output, variables, dtypes the activation saw per call), all abstract: one trace, no compile."""
-  seen = []
-
-  def act(x):
-    seen.append(x.dtype)
-    return jax.nn.relu(x)
-
-  model = model.clone(act=act)
-  out, variables = jax.eval_shape(
-      lambda: model.init_with_output(_keys(), jnp.zeros(shape), train=train))
-  return out, variables, seen
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Optimizers and learning-rate schedules built from config.train."""
 
+import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -76,3 +77,23 @@ def test_adamw_decouples_decay_and_clipping_bounds_the_norm():
 def test_bad_names_are_rejected(field, value, problem):
   with pytest.raises(ValueError, match=problem):
     optim.make_optimizer(train_config(**{field: value}), 10)
+
+
+def test_linear_schedule_after_warmup():
+  linear = optim.learning_rate_schedule(
+      train_config(schedule="linear", warmup_epochs=2, end_learning_rate=0.01), 100)
+  assert [float(linear(s)) for s in (0, 200, 600, 1000)] == pytest.approx(
+      [0.0, 0.1, 0.055, 0.01], rel=1e-5)
+
+
+def test_clipping_matches_optax_on_a_tree():
+  import optax  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(0)
+  tree = {"a": jnp.asarray(rng.normal(size=(3, 4)), jnp.float32),
+          "b": {"c": jnp.asarray(rng.normal(size=5), jnp.float32)}}
+  np.testing.assert_allclose(optim.global_norm(tree), optax.tree.norm(tree), rtol=1e-6)
+  for limit in (0.5, 100.0):  # clipped, and left alone
+    ours, _ = optim.clip_by_global_norm(limit).update(tree, optax.EmptyState())
+    theirs, _ = optax.clip_by_global_norm(limit).update(tree, optax.EmptyState())
+    for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs)):
+      np.testing.assert_allclose(a, b, rtol=1e-6)

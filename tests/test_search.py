@@ -222,6 +222,16 @@ def test_store_of_another_recipe_is_refused(searched):
     modes.run(config, workdir)
 
 
+def test_recipe_fingerprint_ignores_later_fields_at_their_neutral_values():
+  config = tiny_config()
+  older = tiny_config()
+  for name in search._LATER_TRAIN_FIELDS:  # pylint: disable=protected-access
+    del older.train[name]  # a config written before these fields existed
+  assert search.recipe_fingerprint(config) == search.recipe_fingerprint(older)
+  config.train.mixup_alpha = 0.2
+  assert search.recipe_fingerprint(config) != search.recipe_fingerprint(older)
+
+
 def test_launcher_search_mode_on_the_smoke_config(tmp_path):
   env = dict(os.environ, PYTHONPATH=ROOT)
   args = [sys.executable, "-m", "actbench.main", "--config=configs/quickstart.py:smoke",

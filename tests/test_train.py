@@ -199,7 +199,7 @@ def test_two_processes_with_jax_distributed_equal_one(one_device):
     assert_same_results(result, one_device)
 
 
-@pytest.mark.parametrize("config_name", ["quickstart", "cnn", "resnet"])
+@pytest.mark.parametrize("config_name", ["quickstart"])  # the others: test_configs.py
 def test_every_config_trains_its_smoke_variant(config_name, tfds_dir):
   module = importlib.import_module(f"configs.{config_name}")
   full = module.get_config()

@@ -21,7 +21,7 @@ from typing import Sequence
 import jax
 import numpy as np
 
-from actbench import lanczos, population, train
+from actbench import lanczos, objectives, population, train
 from actbench.fisher import kfac
 from actbench.fisher.kfac import FisherFeatures
 
@@ -30,14 +30,16 @@ METHODS = ("kfac", "lanczos")
 
 def fisher_batch(config, dataset) -> tuple[np.ndarray, np.ndarray]:
   """The first config.fisher.batch_size training examples in epoch 0's order for config.seed,
-  preprocessed for evaluation (no augmentation): (images float32, labels int32)."""
+  preprocessed for evaluation (no augmentation; config.train.eval_crop_fraction): (images
+  float32, labels int32)."""
   batch_size = int(config.fisher.batch_size)
   rows = dataset.train.batch_indices(batch_size, seed=int(config.seed), epoch=0)
   if not len(rows):
     raise ValueError(f"config.fisher.batch_size {batch_size} is larger than the training split "
                      f"({dataset.train.num_examples} examples)")
   batch = dataset.train.gather(rows[0])
-  images = np.asarray(dataset.preprocess(batch["image"], train=False), np.float32)
+  images = np.asarray(objectives.evaluation_inputs(config.train, dataset, batch["image"]),
+                      np.float32)
   return images, np.asarray(batch["label"], np.int32)
 
 

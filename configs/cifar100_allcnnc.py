@@ -1,0 +1,33 @@
+"""Search: All-CNN-C on CIFAR-100, with Act-Bench-CNN's recipe (one of the paper's real tasks).
+
+    python -m actbench.main --config=configs/cifar100_allcnnc.py --workdir=DIR
+
+Needs CIFAR-100 prepared for TFDS (`tfds build cifar100 --file_format=array_record`).
+The recipe is configs/cnn.py's (Springenberg et al. 2015: SGD momentum 0.9, lr 0.01 x 0.1 at
+epochs 200, 250, 300, 350 epochs, L2 0.001, dropout, flips and translations) with 100 classes;
+5,000 training images are held out for validation, 3 seeds per function (median).
+Searches the benchmark space binary(unary(x),unary(x)) with the surrogate (config.search:
+features of all 2,791 functions, then the 8 baselines and surrogate picks, 100 functions in
+all, 8 per population). Writes search.sqlite (rerun to resume), leaderboard.csv,
+surrogate_map.png, best_functions.png and search_curve.png to the workdir.
+Expected accelerator time: not measured (no accelerator was lent while this was written). By
+arithmetic, one function trains 350 epochs of 45,000 images at about 1.6 GFLOP each (forward
+and backward), about 25 PFLOP: from tens of minutes to an hour per function and seed on one
+current GPU, so some 100-300 GPU-hours for the search; its Fisher features take far less.
+`--config.mode=train` trains the 8 baselines instead; `:smoke` trains a population of 4 for
+a few steps on tiny data (tests).
+"""
+
+from configs import cnn, common
+
+
+def get_config(arg: str = ""):
+  config = cnn.get_config()
+  config.mode = "search"
+  config.dataset.name = "cifar100"
+  config.search.budget = 100  # functions evaluated, the 8 baselines included
+  if arg == "smoke":
+    common.shrink_for_smoke(config)
+  elif arg:
+    raise ValueError(f"unknown config argument {arg!r} (known: smoke)")
+  return config
