@@ -37,6 +37,7 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
+import optax
 
 from actbench.data import _uniform_int
 
@@ -370,8 +371,7 @@ def one_hot_targets(labels: jax.Array, num_classes: int, smoothing: float = 0.0)
   """(B,) int labels -> (B, num_classes) float32 targets, with label smoothing (Szegedy et al.
   2016) as timm does it: 1 - smoothing + smoothing / num_classes on the label,
   smoothing / num_classes elsewhere."""
-  one_hot = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)
-  return one_hot * (1.0 - smoothing) + smoothing / num_classes
+  return optax.smooth_labels(jax.nn.one_hot(labels, num_classes, dtype=jnp.float32), smoothing)
 
 
 def threshold_targets(targets: jax.Array, threshold: float) -> jax.Array:

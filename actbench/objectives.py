@@ -61,18 +61,13 @@ def check(cfg) -> None:
     raise ValueError(f"config.train.eval_crop_fraction must be in (0, 1], got {fraction!r}")
 
 
-def training_loss(cfg) -> Loss:
-  """The per-example training loss of config.train."""
-  loss = _get(cfg, "loss", LOSSES[0])
-  if loss == "softmax_cross_entropy":
-    smoothing = float(_get(cfg, "label_smoothing", 0.0))
-
+def _loss(kind: str, smoothing: float, threshold: float) -> Loss:
+  if kind == "softmax_cross_entropy":
     def softmax_loss(logits, targets):
       if smoothing:
         targets = optax.smooth_labels(targets, smoothing)
       return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
     return softmax_loss
-  threshold = float(_get(cfg, "target_threshold", 0.0))
 
   def binary_loss(logits, targets):
     targets = augment.threshold_targets(targets, threshold)
@@ -80,14 +75,16 @@ def training_loss(cfg) -> Loss:
   return binary_loss
 
 
+def training_loss(cfg) -> Loss:
+  """The per-example training loss of config.train."""
+  return _loss(_get(cfg, "loss", LOSSES[0]), float(_get(cfg, "label_smoothing", 0.0)),
+               float(_get(cfg, "target_threshold", 0.0)))
+
+
 def evaluation_loss(cfg) -> Loss:
   """The per-example loss reported on evaluation splits: the training loss on one-hot targets,
-  without label smoothing."""
-  if _get(cfg, "loss", LOSSES[0]) == "softmax_cross_entropy":
-    return lambda logits, targets: optax.softmax_cross_entropy(logits.astype(jnp.float32),
-                                                               targets)
-  return lambda logits, targets: jnp.mean(
-      optax.sigmoid_binary_cross_entropy(logits.astype(jnp.float32), targets), -1)
+  without label smoothing (thresholding leaves one-hot targets as they are)."""
+  return _loss(_get(cfg, "loss", LOSSES[0]), 0.0, 0.0)
 
 
 def mixes(cfg) -> bool:
@@ -104,7 +101,7 @@ def training_batch(cfg, dataset, key: jax.Array, images: jax.Array,
       images, key=key, train=augment_images,
       crop_min_scale=float(_get(cfg, "crop_min_scale", 0.08)),
       randaugment=(int(_get(cfg, "randaugment_layers", 0)),
-                   float(_get(cfg, "randaugment_magnitude", 0.0))) if augment_images else None)
+                   float(_get(cfg, "randaugment_magnitude", 0.0))))
   targets = augment.one_hot_targets(labels, dataset.info.num_classes)
   if augment_images and mixes(cfg):
     inputs, targets = augment.mixup_cutmix(

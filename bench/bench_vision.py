@@ -31,16 +31,18 @@ def peak_device_bytes() -> int | None:
   return stats.get("peak_bytes_in_use")
 
 
-def measure(model: str, population: int, args) -> dict:
-  """Compile and time `args.steps` training steps of `population` members."""
+def recipe(model: str, args):
   config = RECIPES[model]()
   config.dataset.image_size = args.image_size
   config.train.batch_size = args.batch_size
   config.train.steps_per_call = args.steps
   if args.dtype:
     config.model.dtype = args.dtype
-  dataset = data.synthetic(config.dataset.name, num_train=args.batch_size * args.steps,
-                           num_validation=0, num_test=0, image_size=args.image_size)
+  return config
+
+
+def measure(config, dataset, population: int, args) -> dict:
+  """Compile and time `args.steps` training steps of `population` members."""
   names = [f"{b}(x)" for b in operators.BASELINES]
   names = (names * (population // len(names) + 1))[:population]
   encoding, _ = train.population_groups(config, names)[0]
@@ -78,10 +80,14 @@ def main():
   args = parser.parse_args()
   print(f"devices: {jax.devices()}; {args.image_size} px, batch {args.batch_size} per member")
   for model in args.models:
+    config = recipe(model, args)
+    # One epoch of random images, shared by every population size.
+    dataset = data.synthetic(config.dataset.name, num_train=args.batch_size * args.steps,
+                             num_validation=0, num_test=0, image_size=args.image_size)
     largest, population = 0, 1
     while population <= args.max_population:
       try:
-        row = measure(model, population, args)
+        row = measure(config, dataset, population, args)
       except Exception as error:  # pylint: disable=broad-except
         if not _out_of_memory(error):
           raise
