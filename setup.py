@@ -12,7 +12,7 @@ setuptools.setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=setuptools.find_packages(include=["actbench", "actbench.*"]),
-    package_data={"actbench": ["tables/*.json.gz"]},  # Act-Bench-Digits
+    package_data={"actbench.tables": ["*.json.gz"]},  # Act-Bench-Digits
     python_requires=">=3.10",
     install_requires=[
         "jax>=0.4.35",

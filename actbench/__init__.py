@@ -9,14 +9,29 @@ The names a user needs:
     X = actbench.features.outputs([c[0] for c in classes])    # (n, 1000) float32
     encoding, codes = actbench.population.encode(names[:8])   # activations as data
 
-Training (`actbench.train.train_population`) and Fisher features (`actbench.fisher.features`)
-import the model and data stack, so they are imported on their own: `from actbench import train`.
+The package follows the method's pipeline, one folder per stage, each importing only the
+stages above it in this list:
+
+  expr/     activation functions as expressions; search spaces; output features
+  models/   the networks, each taking its activation as a field
+  engine/   population training: data, augmentation, objectives, optimizers, the trainer
+  fisher/   Fisher information features at initialization (K-FAC; exact-Fisher Lanczos)
+  tables/   Act-Bench benchmark tables: read, write, cache, download
+  search/   the surrogate, the strategies, the store, the search loop and replay
+  report/   leaderboards, figures and the benchmark report
+  main.py, modes.py  the launcher
+
+Every module is also importable by its short name, loaded on first use (the training stack
+is heavy): `from actbench import train, fisher, search, strategies, surrogate, tables`.
 """
 
-from actbench import features, operators, population, space
-from actbench.compiler import compile  # pylint: disable=redefined-builtin
-from actbench.expression import Expr, ExpressionError, parse, parse_schema
-from actbench.operators import register_operator
+import importlib
+
+from actbench.engine import population
+from actbench.expr import features, operators, space
+from actbench.expr.compiler import compile  # pylint: disable=redefined-builtin
+from actbench.expr.expression import Expr, ExpressionError, parse, parse_schema
+from actbench.expr.operators import register_operator
 
 __version__ = "0.1.0"
 
@@ -24,3 +39,23 @@ __all__ = [
     "Expr", "ExpressionError", "compile", "features", "operators", "parse", "parse_schema",
     "population", "register_operator", "space",
 ]
+
+# Short name -> the module's place in its stage's folder.
+_MODULES = {
+    **{name: f"actbench.expr.{name}" for name in ("compiler", "expression", "host")},
+    **{name: f"actbench.models.{name}" for name in ("layers", "mobilevit", "coatnet")},
+    **{name: f"actbench.engine.{name}"
+       for name in ("augment", "data", "objectives", "optim", "train", "trainer")},
+    "lanczos": "actbench.fisher.lanczos",
+    **{name: f"actbench.search.{name}"
+       for name in ("candidates", "replay", "store", "strategies", "surrogate")},
+    **{name: f"actbench.report.{name}" for name in ("document", "plots")},
+}
+
+
+def __getattr__(name):
+  if name in _MODULES:
+    module = importlib.import_module(_MODULES[name])
+    globals()[name] = module
+    return module
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -4,7 +4,7 @@ the text to print. Everything a mode writes goes to the workdir (process 0 only)
   train      train config.activations x config.seeds as one population: results.json,
              leaderboard.csv.
   features   output and Fisher features of config.activations: features.npz.
-  search     the surrogate-guided search of config.search.space (actbench/search.py):
+  search     the surrogate-guided search of config.search.space (actbench/search/loop.py):
              search.sqlite, leaderboard.csv, surrogate_map.png, best_functions.png,
              search_curve.png.
   benchmark  train every class of the space and write a benchmark table in the Act-Bench format
@@ -24,7 +24,9 @@ from absl import logging
 import jax
 import numpy as np
 
-from actbench import features, plots, report, space
+from actbench import report
+from actbench.expr import features, space
+from actbench.report import plots
 
 # The published table's metric keys, from the store's metric names.
 TABLE_METRICS = {"train_accuracy": "Train Accuracy", "validation_accuracy": "Validation Accuracy",
@@ -40,7 +42,7 @@ def run(config, workdir: str | None) -> str:
 
 
 def run_train(config, workdir):
-  from actbench import train  # pylint: disable=import-outside-toplevel
+  from actbench.engine import train  # pylint: disable=import-outside-toplevel
   result = train.train_population(config, list(config.activations), list(config.seeds),
                                   workdir=workdir, progress=True)
   if workdir:
@@ -75,22 +77,22 @@ def run_search(config, workdir, *, exhaustive: bool = False):
 
 
 def run_benchmark(config, workdir):
-  from actbench import bench, search  # pylint: disable=import-outside-toplevel
+  from actbench import search, tables  # pylint: disable=import-outside-toplevel
   text = run_search(config, workdir, exhaustive=True)
   if jax.process_index() != 0:
     return ""
   with _store(workdir) as db:
     table = benchmark_table(db.classes(), db.evaluations(), db.features(search.FISHER)[0])
   path = os.path.join(workdir, config.benchmark.table)
-  bench.write(table, path)
-  bench.load(path)  # builds the columnar cache beside the table
+  tables.write(table, path)
+  tables.load(path)  # builds the columnar cache beside the table
   return f"{text}\nbenchmark table of {len(table)} functions: {path}"
 
 
 def benchmark_table(classes, evaluations, fisher_rows):
   """The Act-Bench-format table of the evaluated classes, in class order. A failed class keeps
   its losses; its accuracies are NaN and "Diverged" is 1."""
-  from actbench import bench  # pylint: disable=import-outside-toplevel
+  from actbench import tables  # pylint: disable=import-outside-toplevel
   ids = sorted(evaluations)
   metrics = {key: np.full(len(ids), np.nan) for key in (*TABLE_METRICS.values(), "Runtime (s)",
                                                          "Diverged")}
@@ -103,20 +105,22 @@ def benchmark_table(classes, evaluations, fisher_rows):
     metrics["Runtime (s)"][row] = evaluation.runtime_s
     metrics["Diverged"][row] = float(failed)
   fisher_rows = np.asarray(fisher_rows, np.float32)
-  return bench.Table(names=[classes[i][0] for i in ids],
+  return tables.Table(names=[classes[i][0] for i in ids],
                      equivalents=[list(classes[i][1:]) for i in ids], metrics=metrics,
                      fisher=fisher_rows[ids] if fisher_rows.shape[1] else
                      np.zeros((len(ids), 0), np.float32))
 
 
 def run_replay(config, workdir):
-  from actbench import bench, replay, strategies, surrogate  # pylint: disable=import-outside-toplevel
+  from actbench import tables  # pylint: disable=import-outside-toplevel
+  from actbench.search import (  # pylint: disable=import-outside-toplevel
+      replay, strategies, surrogate)
   cfg = config.replay
   table_path = cfg.table or _workdir_table(config, workdir)
   if not table_path:
     raise ValueError("config.replay.table is empty and the workdir holds no benchmark table: "
                      "give a table's path or a published name (cnn, resnet, vit)")
-  table = bench.load(table_path, progress=True)
+  table = tables.load(table_path, progress=True)
   # The table's space is config.search's (the benchmark space by default): evolution mutates
   # within it.
   search_cfg = config.search
@@ -150,7 +154,8 @@ def run_replay(config, workdir):
 
 def run_report(config, workdir):
   """Rewrites the leaderboard and the figures from the workdir's store and replay.json."""
-  from actbench import search, strategies  # pylint: disable=import-outside-toplevel
+  from actbench import search  # pylint: disable=import-outside-toplevel
+  from actbench.search import strategies  # pylint: disable=import-outside-toplevel
   if not workdir:
     raise ValueError("mode=report needs --workdir (the workdir of a search, benchmark or replay)")
   texts = []
@@ -179,13 +184,14 @@ def run_report(config, workdir):
   document_path = config.report.get("document", "")
   table_path = _workdir_table(config, workdir)
   if document_path and table_path:
-    from actbench import bench, document  # pylint: disable=import-outside-toplevel
+    from actbench import tables  # pylint: disable=import-outside-toplevel
+    from actbench.report import document  # pylint: disable=import-outside-toplevel
     saved = None
     if os.path.exists(replay_path):
       with open(replay_path, encoding="utf-8") as f:
         saved = json.load(f)
     texts.append("wrote " + document.write(
-        bench.load(table_path), saved, document_path, title=config.report.title,
+        tables.load(table_path), saved, document_path, title=config.report.title,
         introduction=[config.report.introduction],
         discussion=[config.report.get("discussion", "")]))
   if not texts:
@@ -200,7 +206,8 @@ def _workdir_table(config, workdir) -> str:
 
 
 def _store(workdir):
-  from actbench import search, store  # pylint: disable=import-outside-toplevel
+  from actbench import search  # pylint: disable=import-outside-toplevel
+  from actbench.search import store  # pylint: disable=import-outside-toplevel
   return store.Store(search.store_path(workdir))
 
 

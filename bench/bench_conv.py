@@ -5,9 +5,9 @@
 
 Prints milliseconds per training step (forward, backward and an SGD update of every member) of
 a population of `--population` networks run with `jax.lax.map`, the way actbench trains on CPU,
-for each conv implementation of `actbench.layers.Conv`. SmallCNN uses a batch of 64 digits-sized
-images (8x8x1), All-CNN-C a batch of 32 CIFAR-sized ones (32x32x3). On a 2-core CPU the 'xla'
-All-CNN-C step takes minutes: `--max_seconds` stops timing a configuration after the first
+for each conv implementation of `actbench.models.layers.Conv`. SmallCNN uses a batch of 64
+digits-sized images (8x8x1), All-CNN-C a batch of 32 CIFAR-sized ones (32x32x3). On a 2-core CPU
+the 'xla' All-CNN-C step takes minutes: `--max_seconds` stops timing a configuration after the first
 timed step that ends past it.
 
 Measured on the 2-core development machine (population 4, ms per step):

@@ -1,4 +1,4 @@
-"""Throughput of actbench.data: epoch orders, host batch reading, device augmentation.
+"""Throughput of actbench.engine.data: epoch orders, host batch reading, device augmentation.
 
     PYTHONPATH=. python bench/bench_data.py         # digits only: offline, seconds on a CPU
     PYTHONPATH=. python bench/bench_data.py --dataset=cifar10 --data_dir=~/tensorflow_datasets
@@ -15,7 +15,7 @@ from absl import app, flags
 import jax
 import numpy as np
 
-from actbench import data
+from actbench.engine import data
 
 _DATASET = flags.DEFINE_enum('dataset', 'digits', data.DATASETS, 'Dataset to read.')
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'TFDS data directory.')

@@ -33,7 +33,9 @@ import time
 
 import numpy as np
 
-from actbench import features, models, population, space
+from actbench import models
+from actbench.engine import population
+from actbench.expr import features, space
 
 
 def make_allcnnc(act):

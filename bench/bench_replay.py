@@ -21,7 +21,8 @@ import time
 
 import numpy as np
 
-from actbench import features, operators, replay, space, strategies
+from actbench.expr import features, operators, space
+from actbench.search import replay, strategies
 
 BINS = 40
 

@@ -1,11 +1,11 @@
-"""Speed and memory of actbench.bench on a synthetic table of the published size.
+"""Speed and memory of actbench.tables on a synthetic table of the published size.
 
     python -m bench.bench_tables                     # 3,000 entries, Fisher rows of 12,000
     python -m bench.bench_tables --entries 300       # a quick run
     python -m bench.bench_tables --compare-json      # also json.load the whole file
 
 Each step runs in a fresh process, so that its peak memory (VmHWM) is its own: writing the
-table with `actbench.bench.write`, the streaming `read`, the first `load` (parse and build the
+table with `actbench.tables.write`, the streaming `read`, the first `load` (parse and build the
 columnar cache) and a cached `load`. Fisher rows look like the published CDFs: mostly 0.0 and
 1.0, with a ramp of float32 values per layer.
 """
@@ -25,7 +25,7 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # so each step reads its own high-water mark (VmHWM, reset by exec) instead.
 MEASURE = textwrap.dedent("""
     import os, sys, time
-    from actbench import bench
+    from actbench import tables
     what, path, cache_dir, entries, width = sys.argv[1:6]
     def rss():
       with open("/proc/self/status") as f:
@@ -36,14 +36,14 @@ MEASURE = textwrap.dedent("""
       from bench.bench_tables import synthetic_table
       table = synthetic_table(int(entries), int(width))
       before, start = rss(), time.perf_counter()
-      bench.write(table, path)
+      tables.write(table, path)
     elif what == "read":
-      table = bench.read(path)
+      table = tables.read(path)
     elif what == "json.load":
       import json
       table = json.load(open(path))
     else:
-      table = bench.load(path, cache_dir=cache_dir)
+      table = tables.load(path, cache_dir=cache_dir)
     elapsed = time.perf_counter() - start
     print(f"{what:<18s} {elapsed:7.2f} s   peak RSS {rss():6.0f} MB "
           f"({rss() - before:+.0f} MB over the {before:.0f} MB after imports)")
@@ -53,12 +53,12 @@ MEASURE = textwrap.dedent("""
 def synthetic_table(entries: int, width: int, layers: int = 10, seed: int = 0):
   """A Table shaped like a published benchmark."""
   import numpy as np  # pylint: disable=import-outside-toplevel
-  from actbench import bench  # pylint: disable=import-outside-toplevel
+  from actbench import tables  # pylint: disable=import-outside-toplevel
   rng = np.random.default_rng(seed)
   names = [f"binary{i % 7}(unary{i // 27 % 27}(x),unary{i % 27}(x))#{i}" for i in range(entries)]
   equivalents = [[name] + [f"eq{j}_{name}" for j in range(i % 4)]
                  for i, name in enumerate(names)]
-  metrics = {key: rng.uniform(0, 3, entries) for key in bench.METRIC_KEYS}
+  metrics = {key: rng.uniform(0, 3, entries) for key in tables.METRIC_KEYS}
   metrics["Validation Accuracy"][rng.uniform(size=entries) < 0.05] = np.nan  # failed runs
   fisher = np.zeros((entries, width), np.float32)
   bins = width // layers
@@ -70,7 +70,7 @@ def synthetic_table(entries: int, width: int, layers: int = 10, seed: int = 0):
       row[start[i]:start[i] + ramp] = np.sort(rng.uniform(size=ramp))
       row[start[i] + ramp:] = 1.0
   fisher[rng.uniform(size=entries) < 0.02] = np.nan  # features that failed
-  return bench.Table(names, equivalents, metrics, fisher)
+  return tables.Table(names, equivalents, metrics, fisher)
 
 
 def main():
@@ -91,8 +91,8 @@ def main():
         print(f"  {args.entries} entries, Fisher rows of {args.width}: "
               f"{os.path.getsize(path) / 1e6:.0f} MB of JSON, "
               f"{args.entries * args.width * 4 / 1e6:.0f} MB of float32 Fisher features")
-    tables = os.path.join(cache_dir, "tables")
-    size = sum(os.path.getsize(os.path.join(tables, name)) for name in os.listdir(tables))
+    columns = os.path.join(cache_dir, "tables")
+    size = sum(os.path.getsize(os.path.join(columns, name)) for name in os.listdir(columns))
     print(f"  cache: {size / 1e6:.0f} MB")
   finally:
     shutil.rmtree(workdir)

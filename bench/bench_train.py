@@ -20,7 +20,9 @@ import numpy as np
 import optax
 
 import actbench
-from actbench import data, models, operators, optim, space, train
+from actbench import models
+from actbench.engine import data, optim, train
+from actbench.expr import operators, space
 from configs import quickstart
 
 

@@ -20,7 +20,9 @@ import time
 import jax
 import numpy as np
 
-from actbench import data, operators, train
+from actbench.engine import data, train
+from actbench.engine import trainer as trainer_lib
+from actbench.expr import operators
 from configs import imagenet_resnet50, vit
 
 RECIPES = {"mobilevit": vit.get_config, "resnet50": imagenet_resnet50.get_config}
@@ -46,7 +48,7 @@ def measure(config, dataset, population: int, args) -> dict:
   names = [f"{b}(x)" for b in operators.BASELINES]
   names = (names * (population // len(names) + 1))[:population]
   encoding, _ = train.population_groups(config, names)[0]
-  trainer = train.PopulationTrainer(config, dataset, encoding)
+  trainer = trainer_lib.PopulationTrainer(config, dataset, encoding)
   state = trainer.init(np.arange(population, dtype=np.int32))
   codes = trainer.put_members(encoding.encode(names))
   seeds = trainer.put_members(np.arange(population, dtype=np.int32))

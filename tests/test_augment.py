@@ -1,4 +1,4 @@
-"""Tests for actbench.augment: each RandAugment op's defining behaviour (and PIL's, where PIL
+"""Tests for actbench.engine.augment: each RandAugment op's defining behaviour (and PIL's, where PIL
 defines it on uint8), the random policy, mixup / CutMix, and the BCE targets.
 
 Compiles are the cost here, so every op test goes through one program: `apply_op` on a batch of
@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageEnhance, ImageOps
 
-from actbench import augment
-from actbench.augment import OPS
+from actbench.engine import augment
+from actbench.engine.augment import OPS
 
 N, S = 14, 32  # the one apply_op / rand_augment shape: (N, S, S, 3)
 RNG = np.random.default_rng(0)

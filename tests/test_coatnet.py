@@ -1,4 +1,4 @@
-"""Tests for actbench.coatnet (CoAtNet-0 and its parts).
+"""Tests for actbench.models.coatnet (CoAtNet-0 and its parts).
 
 XLA:CPU compiles dominate the runtime, so architecture facts of CoAtNet-0 (bfloat16 computation
 included) are checked by tracing only (`jax.eval_shape`, `jax.make_jaxpr`); the computed checks
@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from actbench import coatnet
+from actbench.models import coatnet
 from actbench.fisher import kfac
 from tests import model_helpers
 from tests.model_helpers import keys as _keys

@@ -8,7 +8,8 @@ import jax
 import numpy as np
 import pytest
 
-from actbench import data, models, optim, train
+from actbench import models
+from actbench.engine import data, optim, train
 from actbench.fisher import experiment as fisher_features
 from configs import common
 

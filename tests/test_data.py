@@ -1,4 +1,4 @@
-"""Tests for actbench.data: splits, deterministic batches, device augmentation, clear errors.
+"""Tests for actbench.engine.data: splits, deterministic batches, device augmentation, clear errors.
 
 TFDS data comes from the session fixture `tfds_dir` (tests/tfds_fixtures.py): tiny, real,
 prepared array_record datasets, since `tfds.testing.mock_data` cannot stand in for
@@ -21,7 +21,7 @@ from PIL import Image
 from sklearn.datasets import load_digits
 import tensorflow_datasets as tfds
 
-from actbench import data
+from actbench.engine import data
 
 from tests.tfds_fixtures import (NUM_CIFAR_TEST, NUM_CIFAR_TRAIN,
                                  NUM_NETTE_VALIDATION)

@@ -4,13 +4,15 @@ replay fixture (the surrogate must beat random search on real training results).
 import numpy as np
 import pytest
 
-from actbench import bench, replay, space
-from actbench.strategies import Candidates
+from actbench import tables
+from actbench.expr import space
+from actbench.search import replay
+from actbench.search.strategies import Candidates
 
 
 @pytest.fixture(scope="module")
 def table(tmp_path_factory):
-  return bench.load("digits", cache_dir=tmp_path_factory.mktemp("cache"))
+  return tables.load("digits", cache_dir=tmp_path_factory.mktemp("cache"))
 
 
 def test_the_shipped_table_is_the_benchmark_space(table):

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import actbench
-from actbench import operators
-from actbench.expression import MAX_DEPTH, Expr
+from actbench.expr import compiler, operators
+from actbench.expr.expression import MAX_DEPTH, Expr
 
 
 def trees(max_leaves=12):
@@ -166,7 +166,7 @@ def test_nonfinite_values_where_the_mathematics_says():
 def test_normalize():
   fn = actbench.compile("relu(x)", normalize=True)
   assert fn.normalized and actbench.compile("relu(x)") is not fn
-  nodes, weights = actbench.compiler.quadrature()
+  nodes, weights = compiler.quadrature()
   with jax.enable_x64(True):
     values = np.asarray(fn(jnp.asarray(nodes)), np.float64)
   np.testing.assert_allclose(np.sum(weights * values), 0.0, atol=1e-6)

@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 
 import actbench
-from actbench import fisher, layers, models, population
+from actbench import fisher, models
+from actbench.engine import population
+from actbench.models import layers
 from actbench.fisher import moments, spectrum
 
 NUM_CLASSES = 3

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from actbench import data
+from actbench.engine import data
 from actbench.fisher import experiment as fisher_features
 from configs import quickstart
 

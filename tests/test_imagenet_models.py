@@ -1,5 +1,5 @@
 """Tests for the ImageNet-class models: ResNetImageNet (actbench.models) and MobileViTv2
-(actbench.mobilevit).
+(actbench.models.mobilevit).
 
 Like tests/test_models.py, architecture facts are checked by tracing only (`jax.eval_shape`);
 two tests compile a model at 64 px (XLA:CPU compiles dominate the runtime), each once.
@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from actbench import mobilevit
+from actbench.models import mobilevit
 from actbench import models
 from actbench.fisher import kfac
 from tests import model_helpers

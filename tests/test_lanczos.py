@@ -1,4 +1,4 @@
-"""Tests for actbench.lanczos: the SLQ spectrum of the exact empirical Fisher.
+"""Tests for actbench.fisher.lanczos: the SLQ spectrum of the exact empirical Fisher.
 
 Everything is checked against the explicit Fisher of a tiny MLP (4 -> 5 -> 3, tanh, batch 8,
 43 parameters, rank <= 8): per-example gradients stacked with vmap(grad), F = J^T J / B in
@@ -13,7 +13,8 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 import actbench
-from actbench import lanczos, population
+from actbench.engine import population
+from actbench.fisher import lanczos
 
 BATCH = 8
 NUM_PROBES = 400

@@ -1,4 +1,4 @@
-"""Tests for actbench.layers (the im2col convolution) and actbench.models.
+"""Tests for actbench.models.layers (the im2col convolution) and actbench.models.
 
 XLA:CPU compiles dominate the runtime here, so the tests compile little: parameters of the layer
 tests are deterministic NumPy values (a JAX sampler compiles anew per shape), architecture facts
@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from actbench import layers
+from actbench.models import layers
 from actbench import models
 from tests import model_helpers
 from tests.model_helpers import keys as _keys

@@ -6,7 +6,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from actbench import data, objectives
+from actbench.engine import data, objectives
 
 
 def train_config(**fields):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import actbench
-from actbench import operators
+from actbench.expr import operators
 from tests import reference
 
 EDGES = [0.0, 1e-8, -1e-8, 5.0, -5.0, 50.0, -50.0, 1e4, -1e4, math.nan, math.inf, -math.inf]

@@ -6,7 +6,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from actbench import optim
+from actbench.engine import optim
 
 
 def train_config(**fields):

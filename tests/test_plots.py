@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from actbench import plots
+from actbench.report import plots
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

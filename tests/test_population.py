@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import actbench
-from actbench import features, population, space
+from actbench.engine import population
+from actbench.expr import features, space
 from tests import reference
 
 

@@ -8,8 +8,9 @@ import math
 import numpy as np
 import pytest
 
-from actbench import replay, space
-from actbench.strategies import Candidates
+from actbench.expr import space
+from actbench.search import replay
+from actbench.search.strategies import Candidates
 
 # Finite, sorted: 0.1 0.2 0.3 0.4 0.5 0.7 0.9 0.95; the 99th percentile is
 # 0.9 + 0.93 * 0.05 = 0.9465, so only class 8 (0.95) is in the top 1%.

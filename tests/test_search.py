@@ -11,7 +11,9 @@ import sys
 import numpy as np
 import pytest
 
-from actbench import bench, modes, search, store, train
+from actbench import modes, search, tables
+from actbench.engine import train
+from actbench.search import loop, store
 from configs import quickstart
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -156,7 +158,7 @@ def test_benchmark_replay_and_report(tmp_path):
   assert len(evaluations) == len(classes)  # every class
   path = os.path.join(workdir, config.benchmark.table)
   assert "benchmark table of" in text
-  table = bench.read(path)
+  table = tables.read(path)
   assert table.names == [members[0] for members in classes]
   assert table.equivalents == [members[1:] for members in classes]
   accuracy = table.accuracy("validation")
@@ -225,7 +227,7 @@ def test_store_of_another_recipe_is_refused(searched):
 def test_recipe_fingerprint_ignores_later_fields_at_their_neutral_values():
   config = tiny_config()
   older = tiny_config()
-  for name in search._LATER_TRAIN_FIELDS:  # pylint: disable=protected-access
+  for name in loop._LATER_TRAIN_FIELDS:  # pylint: disable=protected-access
     del older.train[name]  # a config written before these fields existed
   assert search.recipe_fingerprint(config) == search.recipe_fingerprint(older)
   config.train.mixup_alpha = 0.2

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import actbench
-from actbench import features, operators, space
+from actbench.expr import features, operators, space
 
 
 @pytest.fixture(scope="module")

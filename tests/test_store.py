@@ -16,8 +16,8 @@ import time
 import numpy as np
 import pytest
 
-from actbench import store as store_lib
-from actbench.store import Evaluation, Store, StoreError
+from actbench.search import store as store_lib
+from actbench.search.store import Evaluation, Store, StoreError
 
 SCHEMA = "binary(unary(x),unary(x))"
 

@@ -7,8 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from actbench import space, strategies
-from actbench.strategies import Candidates
+from actbench.expr import space
+from actbench.search import strategies
+from actbench.search.strategies import Candidates
 
 SCHEMA = "binary(unary(x),unary(x))"
 UNARY = ("zero", "identity", "relu", "tanh", "elu", "sigmoid", "swish", "exp", "abs")

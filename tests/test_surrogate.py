@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from actbench import features, surrogate
-from actbench.strategies import Candidates
+from actbench.expr import features
+from actbench.search import surrogate
+from actbench.search.strategies import Candidates
 
 N = 300
 

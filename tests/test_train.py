@@ -11,7 +11,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from actbench import data, train
+from actbench.engine import data, train
 from configs import quickstart
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -149,7 +149,7 @@ SHARDED = textwrap.dedent("""
       jax.config.update("jax_cpu_collectives_implementation", "gloo")
       jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=processes,
                                  process_id=process)
-    from actbench import train
+    from actbench.engine import train
     from configs import quickstart
     result = train.train_population(quickstart.get_config("smoke"),
                                     ["relu(x)", "tanh(x)", "swish(x)"], [0, 1])

@@ -5,7 +5,7 @@ batch of B examples:
 
 - The Fisher is block diagonal, one block per weighted layer, each block A (x) G (K-FAC; KFC
   for convolutions). Covered layers are every `nn.Dense` and `nn.Conv` (so also
-  `actbench.layers.Conv`: any stride, SAME/VALID/explicit/circular/reflect/causal padding,
+  `actbench.models.layers.Conv`: any stride, SAME/VALID/explicit/circular/reflect/causal padding,
   kernel dilation, with or without bias), found by intercepting their `__call__` on the
   unmodified model. Other weights (BatchNorm scales and offsets, embeddings, transposed
   convolutions) are listed as `Uncovered` by path, never silently dropped.

@@ -1,7 +1,7 @@
 """Finding the weighted layers of an unmodified Flax model, and capturing what K-FAC needs.
 
 Both steps intercept `__call__` of every `nn.Dense` and `nn.Conv` instance (this includes
-`actbench.layers.Conv`) with `flax.linen.intercept_methods`; the model is never edited:
+`actbench.models.layers.Conv`) with `flax.linen.intercept_methods`; the model is never edited:
 
 - `trace_calls` runs the model abstractly (`jax.eval_shape`) and records each call of such a
   layer: its path, kind, shapes, weight count (from the layer's own parameters) and conv

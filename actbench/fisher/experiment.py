@@ -5,7 +5,7 @@
   kfac     the paper's: per-layer K-FAC blocks, log-eigenvalue CDFs (kfac.py); every candidate
            of a population in one compiled program.
   lanczos  beyond the paper: the spectral density of the exact empirical Fisher of all
-           parameters by stochastic Lanczos quadrature (actbench/lanczos.py), as one CDF over
+           parameters by stochastic Lanczos quadrature (lanczos.py), as one CDF over
            log-eigenvalues; every candidate of a population in one compiled program.
 
     from actbench import fisher
@@ -21,8 +21,8 @@ from typing import Sequence
 import jax
 import numpy as np
 
-from actbench import lanczos, objectives, population, train
-from actbench.fisher import kfac
+from actbench.engine import objectives, population, train, trainer
+from actbench.fisher import kfac, lanczos
 from actbench.fisher.kfac import FisherFeatures
 
 METHODS = ("kfac", "lanczos")
@@ -58,7 +58,7 @@ def features(config, names: Sequence[str], *, dataset=None) -> FisherFeatures:
   num_classes = dataset.info.num_classes
 
   def make_model(act):
-    return train.build_model(config, act, num_classes)
+    return trainer.build_model(config, act, num_classes)
 
   seed = int(cfg.get("seed", 0))
   if method == "kfac":

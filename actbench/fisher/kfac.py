@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from actbench import population
+from actbench.engine import population
 from actbench.fisher import capture, spectrum
 from actbench.fisher.capture import Layer, Uncovered
 
@@ -264,8 +264,8 @@ def cdf_features(log_eigs: Sequence[np.ndarray], num_weights: Sequence[int]) -> 
 def _initializer(make_model, image_shape: tuple[int, ...], apply_items: tuple):
   @jax.jit
   def initialize(seed):
-    # As actbench.train: parameters do not depend on the activation (built with the identity),
-    # RBG keys (fast to compile on XLA:CPU), a one-image batch of zeros.
+    # As in training (engine/trainer.py): parameters do not depend on the activation (built
+    # with the identity), RBG keys (fast to compile on XLA:CPU), a one-image batch of zeros.
     model = make_model(lambda x: x)
     key = jax.random.key(seed, impl="rbg")
     sample = jnp.zeros((1,) + image_shape, jnp.float32)
@@ -275,8 +275,8 @@ def _initializer(make_model, image_shape: tuple[int, ...], apply_items: tuple):
 
 def init_variables(make_model: Callable, image_shape: Sequence[int], seed: int = 0,
                    apply_kwargs: dict | None = None):
-  """The variables every population member starts from (the same as actbench.train's for this
-  seed when `make_model(act)` builds the config's model)."""
+  """The variables every population member starts from (the same as training's for this seed
+  when `make_model(act)` builds the config's model)."""
   items = tuple(sorted(_apply_kwargs(apply_kwargs).items()))
   return _initializer(make_model, tuple(image_shape), items)(np.int32(seed))
 
@@ -339,7 +339,7 @@ def population_features(make_model: Callable[[Callable], nn.Module], encoding: A
 
   Args:
     make_model: builds the model for an activation (a function of x), e.g.
-      `lambda act: train.build_model(config, act, num_classes)`.
+      `lambda act: trainer.build_model(config, act, num_classes)`.
     encoding, codes: the population form (`population.Encoding` or `FunctionTable`) and the
       members' codes (n, num_slots).
     images, labels: one batch (B, ...) and its integer labels.

@@ -1,0 +1,283 @@
+"""Population training: every (activation, seed) pair trained and its results collected.
+
+`train_population` groups the members into populations (one compiled program each, see
+`population_groups`), trains each with trainer.PopulationTrainer (many candidates in one
+program, sharded over every device) and returns a PopulationResult.
+
+Training is checkpointed with Orbax every epoch when a workdir is given, and a restarted run
+resumes from the last checkpoint with the same result as an uninterrupted run (batches,
+augmentation and dropout are pure functions of the seed and the step).
+
+    from actbench import train
+    from configs import quickstart
+    result = train.train_population(quickstart.get_config(), ["relu(x)", "swish(x)"], [0, 1])
+    result.by_activation()["relu(x)"]["validation_accuracy"]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import time
+from typing import Any, Sequence
+
+from absl import logging
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from actbench.engine import data as data_lib
+from actbench.engine import population
+from actbench.engine import trainer as trainer_lib
+from actbench.expr.expression import parse
+
+resolve_strategy = population.resolve_strategy
+
+
+@dataclasses.dataclass
+class PopulationResult:
+  """Per-member results (lists in member order) of a population training."""
+
+  activations: list[str]
+  seeds: list[int]
+  metrics: dict[str, list[float]]  # train/validation/test _loss and _accuracy
+  diverged: list[bool]
+  runtime_s: list[float]  # the population's wall time shared equally among its members
+  history: list[dict[str, list[float]]] = dataclasses.field(default_factory=list)
+
+  def members(self) -> list[dict[str, Any]]:
+    rows = []
+    for i, (activation, seed) in enumerate(zip(self.activations, self.seeds)):
+      row = {"activation": activation, "seed": seed, "diverged": self.diverged[i],
+             "runtime_s": self.runtime_s[i]}
+      row.update({name: values[i] for name, values in self.metrics.items()})
+      rows.append(row)
+    return rows
+
+  def by_activation(self) -> dict[str, dict[str, Any]]:
+    """Medians over seeds per activation (NaN-aware), and whether any seed diverged."""
+    result = {}
+    for activation in dict.fromkeys(self.activations):
+      index = [i for i, a in enumerate(self.activations) if a == activation]
+      summary = {"seeds": [self.seeds[i] for i in index],
+                 "diverged": any(self.diverged[i] for i in index),
+                 "runtime_s": float(np.sum([self.runtime_s[i] for i in index]))}
+      for name, values in self.metrics.items():
+        chosen = np.array([values[i] for i in index], np.float64)
+        summary[name] = float(np.nanmedian(chosen)) if np.isfinite(chosen).any() else np.nan
+      result[activation] = summary
+    return result
+
+  def to_json(self) -> dict[str, Any]:
+    return {"members": self.members(), "by_activation": self.by_activation(),
+            "history": self.history}
+
+
+def _population_id(config, names: Sequence[str], seeds: Sequence[int]) -> str:
+  text = json.dumps([config.to_json() if hasattr(config, "to_json") else str(config),
+                     list(names), list(seeds)], sort_keys=True)
+  return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def checkpoint_directory(workdir: str, config, names: Sequence[str], seeds: Sequence[int]) -> str:
+  """Where the checkpoints of the population of `names` x `seeds` live in the workdir."""
+  return os.path.join(os.path.abspath(workdir), "checkpoints",
+                      _population_id(config, names, seeds))
+
+
+def _checkpoint_manager(workdir: str | None, config, names, seeds):
+  if not workdir or not int(config.get("checkpoint_every_epochs", 1)):
+    return None
+  directory = checkpoint_directory(workdir, config, names, seeds)
+  options = ocp.CheckpointManagerOptions(max_to_keep=1, enable_async_checkpointing=False)
+  return ocp.CheckpointManager(directory, options=options)
+
+
+def _train_group(config, dataset, encoding, names: list[str], seeds: list[int],
+                 workdir: str | None, stop_after_epoch: int | None, progress: bool = False):
+  """Trains one population; returns (metrics, diverged, wall seconds, history)."""
+  codes = encoding.encode(names)
+  trainer = trainer_lib.cached_trainer(config, dataset, encoding)
+  size = len(names)
+  padded = -size % jax.device_count()  # the population axis must divide over the devices
+  codes = np.concatenate([codes, np.repeat(codes[:1], padded, 0)])
+  seed_array = np.asarray(list(seeds) + [seeds[0]] * padded, np.int32)
+  start = time.perf_counter()
+  state = trainer.init(seed_array)
+  codes, seed_array = trainer.put_members(codes), trainer.put_members(seed_array)
+  manager = _checkpoint_manager(workdir, config, names, seeds)
+  first_epoch, history, elapsed = 0, [], 0.0
+  if manager is not None and manager.latest_step() is not None:
+    step = manager.latest_step()
+    restored = manager.restore(step, args=ocp.args.StandardRestore(
+        {"state": state, "history": _history_template(step, size),
+         "elapsed": np.float64(0)}))
+    state, first_epoch = restored["state"], step
+    history = _history_from_arrays(restored["history"])
+    elapsed = float(restored["elapsed"])
+    logging.info("Resumed population %s from epoch %d", manager.directory, step)
+  num_epochs = int(config.train.num_epochs)
+  bar = _epoch_bar(first_epoch, num_epochs, size, progress)
+  for epoch in range(first_epoch, num_epochs):
+    state, totals = trainer.train_epoch(state, codes, seed_array, epoch)
+    epoch_metrics = trainer_lib.loss_and_accuracy(totals)
+    history.append({"train_loss": epoch_metrics["loss"][:size].tolist(),
+                    "train_accuracy": epoch_metrics["accuracy"][:size].tolist()})
+    finite = epoch_metrics["accuracy"][:size][np.isfinite(epoch_metrics["accuracy"][:size])]
+    logging.info("epoch %d/%d: median train accuracy %s (%d of %d members finite)", epoch + 1,
+                 num_epochs, f"{np.median(finite):.4f}" if finite.size else "-", finite.size, size)
+    every = int(config.get("checkpoint_every_epochs", 1)) if manager else 0
+    if manager is not None and ((epoch + 1) % every == 0 or epoch + 1 == num_epochs):
+      manager.save(epoch + 1, args=ocp.args.StandardSave(
+          {"state": state, "history": _history_arrays(history),
+           "elapsed": np.float64(elapsed + time.perf_counter() - start)}))
+      manager.wait_until_finished()
+    bar.update(1)
+    if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < num_epochs:
+      bar.close()
+      raise TrainingInterrupted(epoch + 1)
+  bar.close()
+  # Train metrics of each member's last epoch with finite ones (a diverged member's last
+  # healthy epoch).
+  metrics = {name: _last_finite([epoch[name] for epoch in history], size)
+             for name in ("train_loss", "train_accuracy")}
+  for split_name in ("validation", "test"):
+    split = getattr(dataset, split_name)
+    if split.num_examples == 0:
+      continue
+    values = trainer.evaluate(state, codes, split)
+    metrics[f"{split_name}_loss"] = values["loss"][:size].tolist()
+    metrics[f"{split_name}_accuracy"] = values["accuracy"][:size].tolist()
+  diverged = trainer_lib.to_host(state["diverged"])[:size]
+  # A member whose final evaluation is not finite failed too (its last finite metrics stay).
+  if "validation_loss" in metrics:
+    diverged = diverged | ~np.isfinite(metrics["validation_loss"])
+  wall = elapsed + time.perf_counter() - start
+  return metrics, diverged.tolist(), wall, history
+
+
+def _epoch_bar(first_epoch: int, num_epochs: int, size: int, progress: bool):
+  """A progress bar over epochs with ETA (process 0, when asked; a no-op otherwise)."""
+  from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
+  return tqdm(total=num_epochs, initial=first_epoch, unit="epoch", leave=False,
+              desc=f"training {size} members", dynamic_ncols=True,
+              disable=not progress or jax.process_index() != 0)
+
+
+def _last_finite(per_epoch: list[list[float]], size: int) -> list[float]:
+  values = np.full(size, np.nan)
+  for epoch_values in per_epoch:
+    epoch_values = np.asarray(epoch_values, np.float64)
+    values = np.where(np.isfinite(epoch_values), epoch_values, values)
+  return values.tolist()
+
+
+def _history_arrays(history):
+  return {key: np.asarray([epoch[key] for epoch in history], np.float64)
+          for key in ("train_loss", "train_accuracy")}
+
+
+def _history_template(epochs: int, size: int):
+  return {key: np.zeros((epochs, size), np.float64) for key in ("train_loss", "train_accuracy")}
+
+
+def _history_from_arrays(arrays):
+  epochs = len(arrays["train_loss"])
+  return [{key: np.asarray(arrays[key][e]).tolist() for key in arrays} for e in range(epochs)]
+
+
+class TrainingInterrupted(RuntimeError):
+  """Raised by `stop_after_epoch`, to simulate a preempted job in tests."""
+
+
+def population_groups(config, names: Sequence[str]) -> list[tuple[Any, list[int]]]:
+  """How members train: a list of (population form, member indices), one compiled program each.
+
+  With config.population.schema, one population encoded over that search space (its
+  programs serve every later population of the space). Otherwise names that share a schema
+  form one population; with the 'map' strategy, names of several schemas still train as one
+  population, each code selecting a whole function (population.FunctionTable).
+  """
+  schema = config.population.get("schema", "")
+  everyone = list(range(len(names)))
+  if schema or resolve_strategy(config.population.get("strategy", "auto")) == "map":
+    return [(population.form(names, schema), everyone)]
+  # vmap evaluates every function of a FunctionTable for every member: one population per
+  # schema instead.
+  by_schema: dict[str, list[int]] = {}
+  for index, name in enumerate(names):
+    by_schema.setdefault(str(population.schema_of(name)), []).append(index)
+  return [(population.form([names[i] for i in indices]), indices)
+          for indices in by_schema.values()]
+
+
+def train_population(config, activations: Sequence[str], seeds: Sequence[int] = (0,), *,
+                     workdir: str | None = None, dataset: data_lib.Dataset | None = None,
+                     stop_after_epoch: int | None = None,
+                     progress: bool = False) -> PopulationResult:
+  """Trains every (activation, seed) pair and returns their results.
+
+  Args:
+    config: an experiment config (configs/*.py): sections dataset, model, train, population.
+    activations: activation names, of any schemas (see population_groups).
+    seeds: each activation trains once per seed (initialization and dropout differ; all
+      members see the same batches).
+    workdir: where checkpoints (and nothing else) go; None disables checkpointing.
+    dataset: a loaded dataset, to skip `data.load(config.dataset...)`.
+    stop_after_epoch: stop (raising TrainingInterrupted) after this epoch, as a preemption.
+    progress: show a progress bar over epochs (with ETA) on process 0.
+
+  Returns:
+    PopulationResult in member order: activations[0] with every seed, then activations[1]...
+  """
+  if isinstance(activations, str):
+    raise TypeError("activations must be a list of names, got a single string")
+  names = [str(parse(a)) for a in activations]
+  seeds = [int(s) for s in seeds]
+  if not names or not seeds:
+    raise ValueError("train_population needs at least one activation and one seed")
+  if dataset is None:
+    dataset = load_dataset(config)
+  members = [(name, seed) for name in names for seed in seeds]
+  groups = population_groups(config, [name for name, _ in members])
+  metrics: dict[str, list[float]] = {}
+  diverged = [False] * len(members)
+  runtime = [0.0] * len(members)
+  histories = []
+  for encoding, indices in groups:
+    group_metrics, group_diverged, wall, history = _train_group(
+        config, dataset, encoding, [members[i][0] for i in indices],
+        [members[i][1] for i in indices], workdir, stop_after_epoch, progress)
+    for name, values in group_metrics.items():
+      metrics.setdefault(name, [np.nan] * len(members))
+      for i, value in zip(indices, values):
+        metrics[name][i] = float(value)
+    for i, flag in zip(indices, group_diverged):
+      diverged[i] = bool(flag)
+      runtime[i] = wall / len(indices)
+    histories.append({"members": indices, "epochs": history})
+  return PopulationResult([m[0] for m in members], [m[1] for m in members], metrics, diverged,
+                          runtime, histories)
+
+
+def checkpoint_directories(config, activations: Sequence[str], seeds: Sequence[int],
+                           workdir: str) -> list[str]:
+  """The checkpoint directories `train_population` uses for these arguments (one per
+  population group), e.g. to delete them once the results are recorded elsewhere."""
+  names = [str(parse(a)) for a in activations]
+  members = [(name, int(seed)) for name in names for seed in seeds]
+  return [checkpoint_directory(workdir, config, [members[i][0] for i in indices],
+                               [members[i][1] for i in indices])
+          for _, indices in population_groups(config, [name for name, _ in members])]
+
+
+def load_dataset(config) -> data_lib.Dataset:
+  """`data.load` with the fields of config.dataset."""
+  cfg = config.dataset
+  kwargs = {k: cfg.get(k) for k in ("data_dir", "validation_size", "image_size")
+            if cfg.get(k, None)}  # empty / 0: the dataset's default
+  if "validation_size" in kwargs and kwargs["validation_size"] >= 1:
+    kwargs["validation_size"] = int(kwargs["validation_size"])  # a count, not a fraction
+  return data_lib.load(cfg.name, seed=int(config.seed), **kwargs)

@@ -1,0 +1,25 @@
+"""Stage 4 of the method: the surrogate-guided search and its replay on benchmark tables.
+
+  candidates.py  the classes a search chooses among, with their features
+  surrogate.py   the UMAP embedding and k-NN regression (METHOD.md section 4)
+  strategies.py  aquasurf, random and regularized evolution behind one interface
+  store.py       the SQLite store every worker shares (classes, features, evaluations, claims)
+  loop.py        the search loop: propose, train, record, refit; its API is re-exported here
+  replay.py      strategies replayed on a benchmark table, many seeds
+
+    from actbench import search
+    summary = search.run(config, workdir)
+"""
+
+from actbench.search.loop import (FISHER, OUTPUTS, STORE_NAME, SearchSummary, baseline_names,
+                                  check_recipe, compute_features, default_worker, embedding,
+                                  evaluations_from, history_of, make_strategy,
+                                  recipe_fingerprint, run, space_classes, store_path,
+                                  trainable_names, training_config)
+
+__all__ = [
+    "FISHER", "OUTPUTS", "STORE_NAME", "SearchSummary", "baseline_names", "check_recipe",
+    "compute_features", "default_worker", "embedding", "evaluations_from", "history_of",
+    "make_strategy", "recipe_fingerprint", "run", "space_classes", "store_path",
+    "trainable_names", "training_config",
+]

@@ -1,0 +1,360 @@
+"""The search loop: propose, train a population, record, refit, until the budget is spent.
+
+    from actbench import search
+    summary = search.run(config, workdir)      # config.mode = 'search' (configs/quickstart.py)
+
+Everything a search knows lives in the store (`workdir/search.sqlite`, store.py): the
+space's equivalence classes, their output and Fisher features, every finished evaluation and
+the classes other workers are evaluating now. A killed search restarted with the same command
+keeps every finished result, proposes the same population again (proposals are deterministic
+given the store) and resumes its training from the last checkpoint. Several workers may share
+one store: each claims the classes it trains, for the whole equivalence class.
+
+Multi-host (a TPU pod): every process runs the same loop; process 0 owns the store and
+broadcasts its proposals, so all processes train the same population together.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import shutil
+import socket
+import threading
+import time
+from typing import Sequence
+
+from absl import logging
+import jax
+import numpy as np
+
+from actbench.engine import population, train
+from actbench.expr import features, operators, space
+from actbench.expr.expression import ExpressionError
+from actbench.search import store as store_lib
+from actbench.search import strategies, surrogate
+
+STORE_NAME = "search.sqlite"
+OUTPUTS = "outputs"  # feature kinds in the store
+FISHER = "fisher"
+
+
+def store_path(workdir: str) -> str:
+  return os.path.join(workdir, STORE_NAME)
+
+
+def baseline_names(config) -> list[str]:
+  """The functions every search starts with (config.search.baselines, or METHOD.md's 8)."""
+  names = config.search.get("baselines", ()) or [f"{b}(x)" for b in operators.BASELINES]
+  return [str(n) for n in names]
+
+
+def space_classes(config) -> list[list[str]]:
+  """The equivalence classes of config.search.space plus the baselines (a baseline outside the
+  space is a class of its own), representative first, in enumeration order."""
+  cfg = config.search
+  names = space.enumerate(cfg.space, unary=cfg.get("unary", ()) or None,
+                          binary=cfg.get("binary", ()) or None, nary=cfg.get("nary", ()) or None)
+  return space.equivalence_classes(list(names) + baseline_names(config))
+
+
+def training_config(config):
+  """The config populations train with: over the whole space's encoding when the space uses
+  the default operator tables (one compiled program serves every round)."""
+  cfg = config.search
+  config = config.copy_and_resolve_references()
+  if not (cfg.get("unary", ()) or cfg.get("binary", ()) or cfg.get("nary", ())):
+    with config.unlocked():
+      config.population.schema = config.population.schema or cfg.space
+  return config
+
+
+# Fields added to config.train after stores existed, with the values that change nothing; at
+# those values they are left out of the fingerprint, so older stores stay valid.
+_LATER_TRAIN_FIELDS = {"loss": "softmax_cross_entropy", "target_threshold": 0.0,
+                       "crop_min_scale": 0.08, "eval_crop_fraction": 0.875,
+                       "randaugment_layers": 0, "randaugment_magnitude": 0.0,
+                       "mixup_alpha": 0.0, "cutmix_alpha": 0.0, "mixup_switch_prob": 0.5}
+
+
+def recipe_fingerprint(config) -> str:
+  """What the recorded results depend on besides the function: data, model, training, seeds,
+  features. A store's results are only comparable under one recipe."""
+  parts = {key: config[key].to_dict() for key in ("dataset", "model", "train", "fisher")}
+  for name, neutral in _LATER_TRAIN_FIELDS.items():
+    if name in parts["train"] and parts["train"][name] == neutral:
+      del parts["train"][name]
+  parts["seeds"] = [int(seed) for seed in config.seeds]
+  parts["seed"] = int(config.seed)
+  parts["normalize"] = bool(config.population.get("normalize", False))
+  text = json.dumps(parts, sort_keys=True, default=str)
+  return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def check_recipe(db: store_lib.Store, config) -> None:
+  """Records the recipe in a new store; refuses a store whose results come from another one
+  (a resumed search must not mix them)."""
+  fingerprint = recipe_fingerprint(config)
+  stored = db.get_meta("recipe")
+  if stored is None:
+    db.set_meta("recipe", fingerprint)
+  elif stored != fingerprint:
+    raise store_lib.StoreError(
+        f"{db.path} holds results of another training recipe (dataset, model, train, fisher, "
+        f"seeds differ from this config's): use another --workdir, or the config it was "
+        f"made with")
+
+
+def trainable_names(classes: Sequence[list[str]], schema: str) -> list[str]:
+  """The member of each class that the population program trains: the first one that fits the
+  training schema (relu(x)'s class trains as add(relu(x),zero(x)) in the benchmark space; the
+  two compute the same values), else the representative."""
+  if not schema:
+    return [members[0] for members in classes]
+  encoding = population.Encoding.for_space(schema)
+  chosen = []
+  for members in classes:
+    for name in members:
+      try:
+        encoding.encode([name])
+      except ExpressionError:
+        continue
+      chosen.append(name)
+      break
+    else:
+      chosen.append(members[0])
+  return chosen
+
+
+def _progress(iterable=None, **kwargs):
+  """A tqdm bar on process 0 (ETA included); silent elsewhere and when disabled."""
+  from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
+  disable = kwargs.pop("disable", False) or jax.process_index() != 0
+  return tqdm(iterable, disable=disable, dynamic_ncols=True, **kwargs)
+
+
+def compute_features(config, db: store_lib.Store, names: Sequence[str], dataset, *,
+                     progress: bool = True) -> strategies.Candidates:
+  """Output and Fisher features of every class, computed where the store lacks them and
+  stored chunk by chunk (a killed run keeps finished chunks). Functions whose outputs are not
+  finite are no candidates (METHOD.md section 4): they get NaN Fisher rows without training."""
+  classes = db.classes()
+  normalize = bool(config.population.get("normalize", False))
+  outputs, present = db.features(OUTPUTS)
+  if not present.all():
+    outputs = features.outputs([members[0] for members in classes], normalize=normalize)
+    db.put_features(OUTPUTS, range(len(classes)), outputs)
+  fisher_rows, present = db.features(FISHER)
+  missing = np.flatnonzero(~present)
+  finite = np.isfinite(outputs).all(axis=1)
+  chunk = max(int(config.search.get("features_chunk", 256)), 1)
+  if missing.size:
+    from actbench import fisher  # pylint: disable=import-outside-toplevel
+    bar = _progress(total=int(missing.size), desc="Fisher features", unit="fn",
+                    disable=not progress)
+    for start in range(0, missing.size, chunk):
+      ids = missing[start:start + chunk]
+      todo = ids[finite[ids]]
+      rows = None
+      if todo.size:
+        result = fisher.features(config, [names[i] for i in todo], dataset=dataset)
+        rows = result.features
+        if result.failed:
+          logging.info("%d of %d functions have no Fisher features, e.g. %s: %s",
+                       len(result.failed), todo.size, *_first_failure(result))
+      if fisher_rows.shape[1] == 0 and rows is not None:
+        fisher_rows = np.full((len(classes), rows.shape[1]), np.nan, np.float32)
+      if fisher_rows.shape[1]:
+        block = np.full((ids.size, fisher_rows.shape[1]), np.nan, np.float32)
+        if rows is not None:
+          block[finite[ids]] = rows
+        fisher_rows[ids] = block
+        db.put_features(FISHER, ids, block)
+      bar.update(int(ids.size))
+    bar.close()
+  return strategies.Candidates(classes=classes, outputs=np.asarray(outputs, np.float32),
+                               fisher=np.asarray(fisher_rows, np.float32),
+                               schema=config.search.space, baselines=tuple(baseline_names(config)))
+
+
+def _first_failure(result) -> tuple[str, str]:
+  index, reason = next(iter(result.failed.items()))
+  return result.names[index], reason
+
+
+def embedding(config, db: store_lib.Store, candidates) -> np.ndarray:
+  """The surrogate's embedding of every class, computed once and kept in the store (UMAP is
+  the slowest step of a refit; the embedding does not depend on the evaluations)."""
+  feature_set = config.surrogate.features
+  random_state = int(config.surrogate.get("random_state", 42))
+  kind = f"embedding-{feature_set}-{random_state}"
+  stored, present = db.features(kind)
+  if present.all() and stored.shape[1]:
+    return stored
+  logging.info("embedding %d classes (%s features)", len(candidates.classes), feature_set)
+  values = surrogate.embed(candidates, feature_set, random_state=random_state)
+  db.put_features(kind, range(len(candidates.classes)), values)
+  return values
+
+
+def make_strategy(config, candidates, layout: np.ndarray | None):
+  name = config.search.strategy
+  options = {}
+  if name == "aquasurf":
+    options = {"embedding": layout, "feature_set": config.surrogate.features,
+               "neighbors": int(config.surrogate.get("neighbors", 3))}
+  elif name == "evolution":  # mutations stay within the space's operators
+    cfg = config.search
+    options = {"choices": space.operator_choices(cfg.space, cfg.unary or None,
+                                                 cfg.binary or None, cfg.nary or None)}
+  return strategies.make_strategy(name, candidates, seed=int(config.seed), **options)
+
+
+def history_of(db: store_lib.Store) -> dict[int, float]:
+  """class id -> median validation accuracy (NaN for failures), in evaluation order."""
+  return {cid: (ev.metrics.get("validation_accuracy", math.nan) if ev.status == "ok"
+                else math.nan) for cid, ev in db.evaluations().items()}
+
+
+def evaluations_from(result: train.PopulationResult, class_ids: Sequence[int],
+                     names: Sequence[str], worker: str) -> list[store_lib.Evaluation]:
+  """One store record per trained class: medians over seeds; failed if any seed diverged or
+  the validation accuracy is missing."""
+  summaries = result.by_activation()
+  members = result.members()
+  out = []
+  for cid, name in zip(class_ids, names):
+    summary = summaries[name]
+    metrics = {k: float(v) for k, v in summary.items()
+               if k.endswith(("_accuracy", "_loss")) and isinstance(v, float)}
+    failed = summary["diverged"] or not math.isfinite(metrics.get("validation_accuracy",
+                                                                  math.nan))
+    out.append(store_lib.Evaluation(
+        class_id=int(cid), status="failed" if failed else "ok", metrics=metrics,
+        per_seed=[m for m in members if m["activation"] == name],
+        runtime_s=float(summary["runtime_s"]), worker=worker, finished_at=time.time()))
+  return out
+
+
+@dataclasses.dataclass
+class SearchSummary:
+  """What a search (or benchmark) run left in its store."""
+  classes: list[list[str]]
+  evaluations: dict[int, store_lib.Evaluation]
+  candidates: strategies.Candidates | None = None
+  embedding: np.ndarray | None = None
+
+
+def _broadcast_ids(ids: list[int], size: int) -> list[int]:
+  """Process 0's class ids, on every process (multi-host pods train one population)."""
+  if jax.process_count() == 1:
+    return ids
+  from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+  padded = np.full(size, -1, np.int64)
+  padded[:len(ids)] = ids
+  padded = multihost_utils.broadcast_one_to_all(padded)
+  return [int(i) for i in np.asarray(padded) if i >= 0]
+
+
+def default_worker() -> str:
+  return f"{socket.gethostname()}-{jax.process_index()}"
+
+
+def run(config, workdir: str, *, exhaustive: bool = False, progress: bool = True) -> SearchSummary:
+  """Searches config.search.space with config.search.strategy until config.search.budget
+  classes are evaluated in the store (or, `exhaustive`, every class in id order: a benchmark).
+
+  Returns the store's classes and evaluations (this worker's and everyone else's).
+  """
+  if not workdir:
+    raise ValueError("a search needs --workdir: its store, checkpoints and results live there")
+  os.makedirs(workdir, exist_ok=True)
+  cfg = config.search
+  train_config = training_config(config)
+  schema = str(train_config.population.get("schema", ""))
+  worker = cfg.get("worker", "") or default_worker()
+  ttl = float(cfg.get("claim_ttl_s", 3600))
+  dataset = train.load_dataset(config)
+  lead = jax.process_index() == 0
+  with store_lib.Store(store_path(workdir)) as db:
+    # Every process keeps the space and the features (the same values everywhere: idempotent
+    # on a shared workdir); only process 0 claims and records.
+    db.init_space(cfg.space, space_classes(config))
+    check_recipe(db, config)
+    classes = db.classes()
+    names = trainable_names(classes, schema)
+    candidates = compute_features(train_config, db, names, dataset, progress=progress)
+    total = len(classes) if exhaustive else min(int(cfg.budget), len(classes))
+    per_round = max(int(cfg.population_size), 1)
+    layout = embedding(config, db, candidates)  # aquasurf's, and the map's in any case
+    strategy = None if exhaustive else make_strategy(config, candidates, layout)
+    bar = _progress(total=total, initial=min(len(db.evaluated_ids()), total),
+                    desc="benchmark" if exhaustive else f"search ({cfg.strategy})",
+                    unit="fn", disable=not progress)
+    while True:
+      ids = []
+      if lead:
+        history = history_of(db)
+        want = min(per_round, total - len(history))
+        if want > 0:
+          others = {c for c, w in db.claimed_ids().items() if w != worker}
+          if exhaustive:
+            proposal = [i for i in range(len(classes)) if i not in history and i not in others]
+          else:
+            proposal = strategy.propose(history, want, exclude=others)
+          ids = db.claim(proposal, want, worker, ttl)
+          if not ids and db.claimed_ids():
+            logging.info("every remaining class is claimed by other workers; waiting")
+            time.sleep(min(ttl, 30.0))
+            continue
+      ids = _broadcast_ids(ids, per_round)
+      if not ids:
+        break
+      with _heartbeat(db.path if lead else None, worker, ttl):
+        _train_and_record(train_config, db, dataset, ids, [names[i] for i in ids], worker,
+                          workdir, lead, progress)
+      bar.update(len(ids))
+    bar.close()
+    return SearchSummary(classes, db.evaluations(), candidates, layout)
+
+
+@contextlib.contextmanager
+def _heartbeat(path: str | None, worker: str, ttl: float):
+  """Keeps this worker's claims alive while it trains (a population may outlast the claim
+  time-to-live); a killed worker stops beating and its claims expire. Its own connection:
+  SQLite connections belong to one thread."""
+  if path is None:
+    yield
+    return
+  stop = threading.Event()
+
+  def beat():
+    with store_lib.Store(path) as own:
+      while not stop.wait(max(ttl / 3, 1.0)):
+        own.heartbeat(worker, ttl)
+
+  thread = threading.Thread(target=beat, daemon=True, name="actbench-heartbeat")
+  thread.start()
+  try:
+    yield
+  finally:
+    stop.set()
+    thread.join()
+
+
+def _train_and_record(config, db, dataset, ids, names, worker, workdir, lead, progress):
+  logging.info("training %d functions x %d seeds: %s", len(ids), len(config.seeds),
+               ", ".join(names))
+  result = train.train_population(config, names, list(config.seeds), workdir=workdir,
+                                  dataset=dataset, progress=progress)
+  if not lead:
+    return
+  for evaluation in evaluations_from(result, ids, names, worker):
+    db.record(evaluation)
+  # The checkpoints of a recorded population are never needed again.
+  for directory in train.checkpoint_directories(config, names, list(config.seeds), workdir):
+    shutil.rmtree(directory, ignore_errors=True)

@@ -1,0 +1,263 @@
+"""Replays search strategies against a table's known accuracies.
+
+Each strategy proposes `batch` classes at a time for each seed; an evaluation is a lookup in
+the table (NaN: the training failed). The result records, per strategy and seed, the best
+accuracy found after each evaluation and how many evaluations it took to find the table's
+best function and a top-1% function.
+
+For aquasurf a seed changes the UMAP random_state (42 + seed, the paper's 42 for seed 0):
+otherwise its proposals, deterministic given the embedding, would be the same for every seed.
+The neighbour graph does not depend on the random state and is computed once; each seed's
+layout is computed once and shared by every aquasurf run with that seed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from actbench.search import strategies as strategies_lib
+from actbench.search import surrogate
+
+QUANTILES = (0.25, 0.5, 0.75)
+
+
+@dataclasses.dataclass
+class StrategyRun:
+  """One strategy's replays, a row per seed.
+
+  Attributes:
+    proposals: (seeds, budget) int class ids in evaluation order; -1 past the end when the
+      strategy ran out of classes.
+    best_so_far: (seeds, budget) best finite accuracy after each evaluation; -inf until one
+      succeeds; carried on past the end.
+    evaluations_to_best: (seeds,) evaluations (1-based) until the table's best function was
+      evaluated; NaN when not within the budget.
+    evaluations_to_top1: (seeds,) the same for the first function in the top 1%.
+  """
+  proposals: np.ndarray
+  best_so_far: np.ndarray
+  evaluations_to_best: np.ndarray
+  evaluations_to_top1: np.ndarray
+
+
+def quantile(values, q: float) -> float:
+  """Linear-interpolation quantile where NaN (not reached) ranks above every number: inf when
+  the quantile reaches into the runs that did not get there (and -inf into -inf values)."""
+  ordered = np.sort(np.where(np.isnan(values), np.inf, np.asarray(values, np.float64)))
+  position = q * (len(ordered) - 1)
+  low, high = math.floor(position), math.ceil(position)
+  fraction = position - low
+  if fraction == 0:
+    return float(ordered[low])
+  if ordered[high] == math.inf:
+    return math.inf
+  if ordered[low] == -math.inf:  # best_so_far before any success
+    return -math.inf
+  return float(ordered[low] + fraction * (ordered[high] - ordered[low]))
+
+
+def _describe(values, reached: bool = True) -> dict:
+  """Quartiles; with `reached`, also the fraction of seeds that got there (not NaN)."""
+  values = np.asarray(values, np.float64)
+  result = {"q25": quantile(values, 0.25), "median": quantile(values, 0.5),
+            "q75": quantile(values, 0.75)}
+  if reached:
+    result["reached"] = float(np.mean(~np.isnan(values)))
+  return result
+
+
+def _jsonable(value):
+  """Arrays to lists, non-finite numbers to null (JSON has neither)."""
+  if isinstance(value, dict):
+    return {str(k): _jsonable(v) for k, v in value.items()}
+  if isinstance(value, np.ndarray):
+    value = value.tolist()
+  if isinstance(value, (list, tuple)):
+    return [_jsonable(v) for v in value]
+  if isinstance(value, (float, np.floating)):
+    return float(value) if math.isfinite(value) else None
+  if isinstance(value, np.integer):
+    return int(value)
+  return value
+
+
+@dataclasses.dataclass
+class ReplayResult:
+  """Replays of several strategies over the same seeds.
+
+  Attributes:
+    runs: strategy name -> StrategyRun.
+    seeds, budget, batch, feature_set: the replay's settings.
+    best_accuracy: the table's best finite accuracy.
+    top1_threshold: the 99th percentile of the finite accuracies (numpy's linear rule); a
+      function at or above it is in the top 1%.
+  """
+  runs: dict[str, StrategyRun]
+  seeds: tuple[int, ...]
+  budget: int
+  batch: int
+  feature_set: str
+  best_accuracy: float
+  top1_threshold: float
+
+  def __getitem__(self, strategy: str) -> StrategyRun:
+    return self.runs[strategy]
+
+  def summary(self) -> dict:
+    """Per strategy: q25, median, q75 and the fraction of seeds that got there ("reached")
+    for evaluations_to_best and evaluations_to_top1 (inf: beyond the budget), and q25,
+    median, q75 of the best accuracy at the end of the budget ("final_best")."""
+    return {name: {"evaluations_to_best": _describe(run.evaluations_to_best),
+                   "evaluations_to_top1": _describe(run.evaluations_to_top1),
+                   "final_best": _describe(run.best_so_far[:, -1], reached=False)}
+            for name, run in self.runs.items()}
+
+  def to_json(self) -> dict:
+    """A JSON-ready dict (json.dumps takes it as is): the settings, "summary", and
+    "strategies": name -> every StrategyRun array as nested lists. Non-finite numbers (-inf
+    before a first success, not reached) are null."""
+    return _jsonable({
+        "seeds": list(self.seeds), "budget": self.budget, "batch": self.batch,
+        "feature_set": self.feature_set, "best_accuracy": self.best_accuracy,
+        "top1_threshold": self.top1_threshold, "summary": self.summary(),
+        "strategies": {name: dataclasses.asdict(run) for name, run in self.runs.items()},
+    })
+
+
+def run_one(strategy, accuracies: np.ndarray, budget: int, batch: int = 1,
+            stop_at: float = math.inf) -> np.ndarray:
+  """The class ids one strategy evaluates within the budget, in order (fewer when it runs
+  out of classes, or once it has found an accuracy of at least `stop_at`)."""
+  history: dict[int, float] = {}
+  found = -math.inf  # the best finite accuracy so far (NaN, a failure, never counts)
+  while len(history) < budget and found < stop_at:
+    wanted = min(batch, budget - len(history))
+    proposed = strategy.propose(history, wanted)
+    if not proposed:
+      break
+    if len(proposed) > wanted:
+      raise RuntimeError(f"{type(strategy).__name__} proposed {len(proposed)} classes when "
+                         f"asked for {wanted}")
+    for index in proposed:
+      if index in history:
+        raise RuntimeError(f"{type(strategy).__name__} proposed class {index} twice")
+      history[index] = float(accuracies[index])
+      if history[index] > found:
+        found = history[index]
+  return np.fromiter(history, np.int64, len(history))
+
+
+def _first_reaching(found: np.ndarray) -> float:
+  """1-based position of the first True, NaN if none."""
+  hits = np.flatnonzero(found)
+  return float(hits[0] + 1) if len(hits) else math.nan
+
+
+def _score(order: np.ndarray, accuracies: np.ndarray, budget: int, best: float,
+           threshold: float) -> tuple[np.ndarray, np.ndarray, float, float]:
+  proposals = np.full(budget, -1, np.int64)
+  proposals[:len(order)] = order
+  values = accuracies[order]
+  values = np.where(np.isfinite(values), values, -np.inf)  # a failure never improves
+  curve = np.full(budget, -np.inf)
+  if len(order):
+    curve[:len(order)] = np.maximum.accumulate(values)
+    curve[len(order):] = curve[len(order) - 1]
+  return proposals, curve, _first_reaching(values >= best), _first_reaching(
+      values >= threshold)
+
+
+StrategyFactory = Callable[[int], "strategies_lib.Strategy"]
+
+
+def replay(candidates: strategies_lib.Candidates, accuracies: np.ndarray,
+           strategies: Sequence[str] | Mapping[str, StrategyFactory] = (
+               "aquasurf", "random", "evolution"), *,
+           seeds: Sequence[int] = range(20), budget: int = 100, batch: int = 1,
+           feature_set: str = "union", embedding: np.ndarray | None = None,
+           progress: bool = False,
+           strategy_options: Mapping[str, Mapping] | None = None,
+           stop_at_best: bool = True) -> ReplayResult:
+  """Replays strategies against known accuracies.
+
+  Args:
+    candidates: the table's classes and features.
+    accuracies: (n,) validation accuracy per class; NaN for a failed training.
+    strategies: names for make_strategy, or name -> factory(seed) returning a strategy.
+    seeds: one replay per seed and strategy.
+    budget: evaluations per replay.
+    batch: classes proposed per call (parallel workers).
+    feature_set: aquasurf's surrogate features.
+    embedding: one precomputed embedding for every aquasurf seed (then aquasurf replays the
+      same for every seed); by default each seed gets its own layout, random_state 42 + seed.
+    progress: a tqdm bar over strategy x seed.
+    strategy_options: strategy name -> keyword options for make_strategy, e.g.
+      {"evolution": {"population_size": 10}}.
+    stop_at_best: end a replay once it has found the table's best function: nothing after
+      changes its curve or its counts, and a budget as large as the table (so that random
+      search reaches the best too) stays affordable. Its later proposals are -1.
+  """
+  accuracies = np.asarray(accuracies, np.float64)
+  if accuracies.shape != (len(candidates),):
+    raise ValueError(f"expected {len(candidates)} accuracies, got shape {accuracies.shape}")
+  finite = accuracies[np.isfinite(accuracies)]
+  if not len(finite):
+    raise ValueError("no finite accuracy in the table")
+  if budget < 1 or batch < 1:
+    raise ValueError(f"budget and batch must be positive, got {budget} and {batch}")
+  best, threshold = float(finite.max()), float(np.percentile(finite, 99))
+  seeds = tuple(int(s) for s in seeds)
+  if isinstance(strategies, Mapping):
+    factories = dict(strategies)
+  else:
+    factories = {name: None for name in strategies}
+  layouts = _Layouts(candidates, feature_set, embedding)
+
+  from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+  runs = {}
+  with tqdm(total=len(factories) * len(seeds), disable=not progress, desc="replay") as bar:
+    for name, factory in factories.items():
+      rows = []
+      for seed in seeds:
+        bar.set_postfix_str(f"{name} seed {seed}")
+        options = dict((strategy_options or {}).get(name, {}))
+        if factory is not None:
+          strategy = factory(seed)
+        else:
+          if name == "aquasurf":
+            options.update(feature_set=feature_set, embedding=layouts.get(seed))
+          strategy = strategies_lib.make_strategy(name, candidates, seed=seed, **options)
+        order = run_one(strategy, accuracies, budget, batch,
+                        stop_at=best if stop_at_best else math.inf)
+        rows.append(_score(order, accuracies, budget, best, threshold))
+        bar.update()
+      runs[name] = StrategyRun(*(np.stack(column) for column in zip(*rows)))
+  return ReplayResult(runs, seeds, budget, batch, feature_set, best, threshold)
+
+
+class _Layouts:
+  """Each seed's surrogate (random_state 42 + seed), built on first use from one shared
+  neighbour graph."""
+
+  def __init__(self, candidates, feature_set: str, embedding):
+    self.candidates, self.feature_set = candidates, feature_set
+    self.fixed = None if embedding is None else surrogate.Surrogate(embedding)
+    self.graph = None
+    self.cache: dict[int, surrogate.Surrogate] = {}
+
+  def get(self, seed: int) -> surrogate.Surrogate:
+    if self.fixed is not None:
+      return self.fixed
+    if self.feature_set == "raw":
+      seed = 0  # no random state
+    if seed not in self.cache:
+      if self.feature_set != "raw" and self.graph is None:
+        self.graph = surrogate.fuzzy_graph(self.candidates, self.feature_set)
+      self.cache[seed] = surrogate.Surrogate(surrogate.embed(
+          self.candidates, self.feature_set,
+          random_state=surrogate.DEFAULT_RANDOM_STATE + seed, graph=self.graph))
+    return self.cache[seed]
