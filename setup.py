@@ -11,7 +11,7 @@ setuptools.setup(
     ),
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
-    packages=setuptools.find_packages(include=["actbench", "actbench.*"]),
+    packages=setuptools.find_packages(include=["actbench", "actbench.*", "configs"]),
     package_data={"actbench.tables": ["*.json.gz"]},  # Act-Bench-Digits
     python_requires=">=3.10",
     install_requires=[
@@ -36,5 +36,8 @@ setuptools.setup(
     extras_require={
         "test": ["pytest>=8", "hypothesis>=6.100"],
         "dev": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.6"],
+        # `tfds build` (ImageNet, and TFDS datasets actbench does not prepare) needs TensorFlow.
+        "tfds-build": ["tensorflow-cpu; platform_machine == 'x86_64'",
+                       "tensorflow; platform_machine != 'x86_64'"],
     },
 )

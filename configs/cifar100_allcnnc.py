@@ -2,7 +2,8 @@
 
     python -m actbench.main --config=configs/cifar100_allcnnc.py --workdir=DIR
 
-Needs CIFAR-100 prepared for TFDS (`tfds build cifar100 --file_format=array_record`).
+CIFAR-100 is downloaded and prepared on first use (or once with
+`python -m actbench.prepare cifar100`; no TensorFlow needed).
 The recipe is configs/cnn.py's (Springenberg et al. 2015: SGD momentum 0.9, lr 0.01 x 0.1 at
 epochs 200, 250, 300, 350 epochs, L2 0.001, dropout, flips and translations) with 100 classes;
 5,000 training images are held out for validation, 3 seeds per function (median).

@@ -2,7 +2,8 @@
 
     python -m actbench.main --config=configs/cifar100_resnet56.py --workdir=DIR
 
-Needs CIFAR-100 prepared for TFDS (`tfds build cifar100 --file_format=array_record`).
+CIFAR-100 is downloaded and prepared on first use (or once with
+`python -m actbench.prepare cifar100`; no TensorFlow needed).
 The recipe is configs/resnet.py's (He et al. 2016: SGD momentum 0.9, batch 128, lr 0.1 / 10 at
 epochs 91 and 136, 182 epochs, L2 1e-4, flips and translations) with 100 classes; 5,000
 training images are held out for validation, 3 seeds per function (median).

@@ -2,7 +2,8 @@
 
     python -m actbench.main --config=configs/cnn.py --workdir=DIR
 
-Needs CIFAR-10 prepared for TFDS (`tfds build cifar10 --file_format=array_record`).
+CIFAR-10 is downloaded and prepared on first use (or once with
+`python -m actbench.prepare cifar10`; no TensorFlow needed).
 The recipe: SGD with momentum 0.9, learning rate 0.01 multiplied by 0.1 after epochs 200, 250
 and 300, 350 epochs, L2 weight decay 0.001, dropout 0.2 on the input and 0.5 after each
 stride-2 conv, flips and translations (pad 4, random 32x32 crop). The paper does not state a

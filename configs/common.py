@@ -16,13 +16,18 @@ def base_config() -> ml_collections.ConfigDict:
   config.checkpoint_every_epochs = 1  # Orbax checkpoint period in the workdir (0: never)
 
   config.dataset = ml_collections.ConfigDict()
-  config.dataset.name = "digits"  # digits (bundled) | cifar10 | cifar100 | imagenette | imagenet2012
-  config.dataset.data_dir = ""  # TFDS data directory ('' = TFDS default)
+  # digits (bundled) | cifar10 | cifar100 | imagenette | imagenet2012 | npz:PATH | tfds:NAME
+  config.dataset.name = "digits"
+  config.dataset.data_dir = ""  # datasets' root ('' = $TFDS_DATA_DIR or ~/tensorflow_datasets)
+  config.dataset.download = True  # cifar10, cifar100, imagenette: prepare on first use if missing
   config.dataset.validation_size = 0.0  # carved from train: a count (>= 1) or a fraction (0 = default)
   config.dataset.image_size = 0  # network input side for ImageNet-like data (0 = default)
+  config.dataset.image_key = "image"  # tfds:NAME datasets: the feature holding the image...
+  config.dataset.label_key = "label"  # ...and the one holding the class label
 
   config.model = ml_collections.ConfigDict()
-  config.model.name = "small_cnn"  # see actbench.models.MODELS
+  # a name in actbench.models.MODELS (or registered), or an import path "package.module:Factory"
+  config.model.name = "small_cnn"
   config.model.dtype = "float32"  # computation dtype: float32 | bfloat16 (params stay float32)
   config.model.conv_implementation = "auto"  # auto | xla | im2col (auto: im2col on CPU)
   config.model.kwargs = ml_collections.ConfigDict()  # further model fields, e.g. use_batch_norm

@@ -4,7 +4,8 @@
 
 Needs ImageNet (ILSVRC 2012) prepared for TFDS: place ILSVRC2012_img_train.tar and
 ILSVRC2012_img_val.tar in DATA_DIR/downloads/manual/, then
-`tfds build imagenet2012 --data_dir=DATA_DIR --file_format=array_record`.
+`tfds build imagenet2012 --data_dir=DATA_DIR --file_format=array_record` (TensorFlow needed:
+`pip install -e ".[tfds-build]"`).
 The recipe (CoAtNet's ImageNet-1K setting): 224 px, batch 4096, AdamW with peak learning rate
 1e-3 after 10,000 warm-up steps (about 32 epochs at this batch), linear decay, 300 epochs,
 decoupled weight decay 0.05 x lr on kernels only, gradient clipping at 1.0, label smoothing

@@ -4,7 +4,8 @@
 
 Needs ImageNet (ILSVRC 2012) prepared for TFDS: place ILSVRC2012_img_train.tar and
 ILSVRC2012_img_val.tar in DATA_DIR/downloads/manual/, then
-`tfds build imagenet2012 --data_dir=DATA_DIR --file_format=array_record`.
+`tfds build imagenet2012 --data_dir=DATA_DIR --file_format=array_record` (TensorFlow needed:
+`pip install -e ".[tfds-build]"`).
 The recipe is configs/vit.py's (METHOD.md section 5: AdamW 4e-3 at batch 256 with decoupled
 weight decay 0.02 x lr on kernels, clipping at 1.0, 5 warm-up epochs, cosine to 1e-6 over
 105 epochs, binary cross-entropy on targets thresholded at 0.2, random resized crop,

@@ -4,7 +4,8 @@
 
 Needs ImageNet (ILSVRC 2012) prepared for TFDS: place ILSVRC2012_img_train.tar and
 ILSVRC2012_img_val.tar in DATA_DIR/downloads/manual/, then
-`tfds build imagenet2012 --data_dir=DATA_DIR --file_format=array_record`.
+`tfds build imagenet2012 --data_dir=DATA_DIR --file_format=array_record` (TensorFlow needed:
+`pip install -e ".[tfds-build]"`).
 The recipe (He et al. 2016; Goyal et al. 2017): ResNet-50 (torchvision layout), 224 px, SGD
 momentum 0.9, batch 256, learning rate 0.1 (0.1 per 256 images), multiplied by 0.1 at epochs
 30, 60 and 80, 90 epochs, L2 weight decay 1e-4 on every parameter, random resized crop (least

@@ -2,7 +2,8 @@
 
     python -m actbench.main --config=configs/resnet.py --workdir=DIR
 
-Needs CIFAR-10 prepared for TFDS (`tfds build cifar10 --file_format=array_record`).
+CIFAR-10 is downloaded and prepared on first use (or once with
+`python -m actbench.prepare cifar10`; no TensorFlow needed).
 The recipe: SGD with momentum 0.9, batch 128, learning rate 0.1 divided by 10 at 32k and 48k
 iterations, stopping at 64k iterations (on the 45k/5k train/validation split: epochs 91, 136
 and 182), L2 weight decay 0.0001, batch norm, option A shortcuts, flips and translations

@@ -2,7 +2,8 @@
 
     python -m actbench.main --config=configs/vit.py --workdir=DIR
 
-Needs Imagenette prepared for TFDS (`tfds build imagenette/160px --file_format=array_record`).
+Imagenette (160px) is downloaded and prepared on first use (or once with
+`python -m actbench.prepare imagenette`; no TensorFlow needed).
 The recipe: batch 256, AdamW lr 4e-3 (8e-3 per 512 images), decoupled weight decay 0.02 x lr
 on kernels only (no decay on norm, bias and position parameters), gradient clipping at global
 norm 1.0, 5 warm-up epochs from 1e-4 then cosine decay over 100 epochs to 1e-6 (105 epochs);

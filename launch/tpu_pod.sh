@@ -17,8 +17,9 @@
 # slice, and process 0 owns the search store (WORKDIR/search.sqlite on worker 0) and prints the
 # results. Orbax checkpoints of a multi-host population need a WORKDIR that every worker shares
 # (a Filestore mount or gcsfuse); on local disks pass --config.checkpoint_every_epochs=0.
-# Datasets: prepare them once with `tfds build NAME --file_format=array_record` into a shared
-# directory and pass --config.dataset.data_dir=DIR.
+# Datasets: prepare them once into a shared directory, `python -m actbench.prepare NAME
+# --data_dir=DIR` (CIFAR, Imagenette) or `tfds build imagenet2012 --data_dir=DIR
+# --file_format=array_record`, and pass --config.dataset.data_dir=DIR.
 set -euo pipefail
 
 TPU_NAME="${TPU_NAME:-actbench}"

@@ -4,6 +4,8 @@ same programs compile them once."""
 
 import os
 import tempfile
+import urllib.parse
+import urllib.request
 
 import hypothesis
 import pytest
@@ -15,6 +17,24 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 hypothesis.settings.register_profile("ci", max_examples=150, deadline=None)
 hypothesis.settings.register_profile("dev", max_examples=50, deadline=None)
 hypothesis.settings.load_profile("ci")
+
+
+_LOCAL = ("", "127.0.0.1", "localhost")
+
+
+@pytest.fixture(autouse=True)
+def local_network_only(monkeypatch):
+  """No test may use the network: local files and servers on this machine only."""
+  urlopen = urllib.request.urlopen
+
+  def local_only(url, *args, **kwargs):
+    address = url.full_url if isinstance(url, urllib.request.Request) else url
+    host = urllib.parse.urlsplit(address).hostname or ""
+    if host not in _LOCAL:
+      raise AssertionError(f"a test tried to reach the network: {address}")
+    return urlopen(url, *args, **kwargs)
+
+  monkeypatch.setattr(urllib.request, "urlopen", local_only)
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ prepared array_record datasets, since `tfds.testing.mock_data` cannot stand in f
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import itertools
 import os
@@ -21,7 +22,7 @@ from PIL import Image
 from sklearn.datasets import load_digits
 import tensorflow_datasets as tfds
 
-from actbench.engine import data
+from actbench.engine import data, prepare
 
 from tests.tfds_fixtures import (NUM_CIFAR_TEST, NUM_CIFAR_TRAIN,
                                  NUM_NETTE_VALIDATION)
@@ -38,7 +39,7 @@ def digits():
 def test_digits_split_is_fixed_disjoint_and_covers_the_set(digits):
   info = digits.info
   assert (info.num_train, info.num_validation, info.num_test) == (1077, 360, 360)
-  assert info.image_shape == (8, 8, 1) and info.num_classes == 10
+  assert info.input_shape == (8, 8, 1) and info.num_classes == 10
   parts = [digits.train.source_indices, digits.validation.source_indices,
            digits.test.source_indices]
   np.testing.assert_array_equal(np.sort(np.concatenate(parts)), np.arange(1797))
@@ -116,7 +117,7 @@ def test_eval_batches_cover_every_example_once_with_a_mask(digits):
 def test_cifar_validation_carving_is_deterministic_and_disjoint(tfds_dir):
   a = data.load('cifar10', data_dir=tfds_dir, validation_size=10, seed=0)
   assert (a.info.num_train, a.info.num_validation, a.info.num_test) == (30, 10, NUM_CIFAR_TEST)
-  assert a.info.image_shape == (32, 32, 3) and a.info.num_classes == 10
+  assert a.info.input_shape == (32, 32, 3) and a.info.num_classes == 10
   train, validation = a.train.source_indices, a.validation.source_indices
   assert not set(train) & set(validation)
   np.testing.assert_array_equal(np.sort(np.concatenate([train, validation])),
@@ -157,7 +158,7 @@ def test_imagenette_lazy_reading_resizes_to_a_fixed_square(tfds_dir):
   lazy = data.load('imagenette', data_dir=tfds_dir, validation_size=2, image_size=16)
   info = lazy.info
   assert (info.num_train, info.num_validation, info.num_test) == (10, 2, NUM_NETTE_VALIDATION)
-  assert info.image_shape == (16, 16, 3)
+  assert info.input_shape == (16, 16, 3)
   batch = lazy.train.gather(np.arange(10))
   assert batch['image'].shape == (10, 18, 18, 3)  # stored at round(16 / 0.875)
   assert batch['image'].dtype == np.uint8
@@ -185,7 +186,7 @@ def test_host_resize_keeps_the_centre_of_the_longer_side():
   image[:, :8, 0] = 255  # red left edge
   image[:, 8:32, 1] = 255  # green middle
   image[:, 32:, 2] = 255  # blue right edge
-  out = data._decode(_encode(image), 10)  # pylint: disable=protected-access
+  out = prepare.decode_image(_encode(image), 10)
   assert out.shape == (10, 10, 3) and out.dtype == np.uint8
   np.testing.assert_array_equal(out[..., 1], 255)
   np.testing.assert_array_equal(out[..., [0, 2]], 0)
@@ -194,7 +195,7 @@ def test_host_resize_keeps_the_centre_of_the_longer_side():
 def test_jpeg_draft_decoding_matches_a_full_resolution_resize():
   y, x = np.mgrid[0:240, 0:320]
   image = np.stack([x * 255 // 319, y * 255 // 239, (x + y) * 255 // 558], -1).astype(np.uint8)
-  out = data._decode(_encode(image, 'JPEG'), 30)  # pylint: disable=protected-access
+  out = prepare.decode_image(_encode(image, 'JPEG'), 30)
   full = Image.fromarray(image).resize((40, 30), Image.Resampling.BILINEAR).crop((5, 0, 35, 30))
   assert out.shape == (30, 30, 3)
   assert np.abs(out.astype(int) - np.asarray(full).astype(int)).mean() < 3
@@ -203,14 +204,15 @@ def test_jpeg_draft_decoding_matches_a_full_resolution_resize():
 # ---------------------------------------------------------------- missing data
 
 
-def test_missing_dataset_error_says_how_to_build(tmp_path):
+def test_missing_dataset_error_says_how_to_prepare(tmp_path):
   with pytest.raises(data.DatasetNotFoundError) as error:
-    data.load('cifar10', data_dir=tmp_path)
+    data.load('cifar10', data_dir=tmp_path, download=False)
   message = str(error.value)
-  assert isinstance(error.value, ValueError) and error.value.__cause__ is not None
+  assert isinstance(error.value, ValueError)
   assert "'cifar10'" in message and str(tmp_path) in message
-  assert f'tfds build cifar10 --data_dir={tmp_path}' in message
-  assert '--file_format=array_record' in message
+  assert f'python -m actbench.prepare cifar10 --data_dir={tmp_path}' in message
+  assert 'config.dataset.download = True' in message
+  assert not os.listdir(tmp_path)  # nothing was written
 
 
 def test_missing_imagenet_error_asks_for_manual_download(tmp_path):
@@ -219,12 +221,15 @@ def test_missing_imagenet_error_asks_for_manual_download(tmp_path):
   message = str(error.value)
   assert os.path.join(str(tmp_path), 'downloads', 'manual') in message
   assert 'ILSVRC2012_img_train.tar' in message and 'tfds build imagenet2012' in message
+  assert '--file_format=array_record' in message
+  if importlib.util.find_spec('tensorflow') is None:  # as on a fresh install
+    assert 'pip install -e ".[tfds-build]"' in message
 
 
 def test_missing_dataset_error_names_the_default_data_dir(tmp_path, monkeypatch):
   monkeypatch.setenv('TFDS_DATA_DIR', str(tmp_path))
   with pytest.raises(data.DatasetNotFoundError, match='imagenette') as error:
-    data.load('imagenette')
+    data.load('imagenette', download=False)
   assert f'--data_dir={tmp_path}' in str(error.value)
 
 
@@ -311,7 +316,7 @@ def test_normalize():
 
 def test_synthetic_dataset_is_shaped_like_the_real_one_and_reproducible():
   ds = data.synthetic('imagenet2012', num_train=6, num_validation=2, num_test=3, image_size=64)
-  assert ds.info.num_classes == 1000 and ds.info.image_shape == (64, 64, 3)
+  assert ds.info.num_classes == 1000 and ds.info.input_shape == (64, 64, 3)
   assert (len(ds.train), len(ds.validation), len(ds.test)) == (6, 2, 3)
   batch = ds.train.gather([0, 5])
   assert batch['image'].shape == (2, 73, 73, 3) and batch['image'].dtype == np.uint8
@@ -321,6 +326,6 @@ def test_synthetic_dataset_is_shaped_like_the_real_one_and_reproducible():
   np.testing.assert_array_equal(again.test.gather([2])['image'], ds.test.gather([2])['image'])
   assert ds.preprocess(batch['image']).shape == (2, 64, 64, 3)
   cifar = data.synthetic('cifar100', num_train=4)
-  assert cifar.info.image_shape == (32, 32, 3) and cifar.info.num_classes == 100
+  assert cifar.info.input_shape == (32, 32, 3) and cifar.info.num_classes == 100
   with pytest.raises(ValueError, match='fixed image size'):
     data.synthetic('cifar10', image_size=64)

@@ -137,7 +137,8 @@ def test_missing_dataset_names_the_fix(tmp_path):
   config = smoke_config()
   config.dataset.name = "cifar10"
   config.dataset.data_dir = str(tmp_path)
-  with pytest.raises(data.DatasetNotFoundError, match="tfds build cifar10"):
+  config.dataset.download = False
+  with pytest.raises(data.DatasetNotFoundError, match="python -m actbench.prepare cifar10"):
     train.train_population(config, ["relu(x)"], [0])
 
 

@@ -1,4 +1,4 @@
-"""Image-classification data for population training: same batches for every member, resumable.
+"""Classification data for population training: same batches for every member, resumable.
 
 Every member of a population trains on the same batches, and a killed run must resume with
 bit-identical batches, so a batch is a pure function of (seed, epoch, step): `batch_indices`
@@ -9,46 +9,64 @@ that run on the device with one PRNG key per example.
 
     from actbench.engine import data
     ds = data.load('cifar10', validation_size=5000, seed=0)    # or 'digits': offline
+    ds = data.from_arrays(train=(x, y), test=(x_test, y_test))   # your own arrays
     for batch in ds.train.batches(128, seed=0, epoch=3, start_step=17):
       x = ds.preprocess(batch['image'], key=key, train=True)   # (128, 32, 32, 3) float32
 
-Datasets: `digits` (scikit-learn's 8x8 digits, bundled, fixed 1077/360/360 split),
-`cifar10`, `cifar100` (held in memory as uint8), `imagenette` (160px variant) and
-`imagenet2012` (read lazily by index; each image is decoded, its shorter side resized to
-image_size / 0.875 and centre-cropped to a square, so batches stack). The validation split
-is carved from the training split by `seed`; test accuracy uses the official test split, or
-the official validation split where there is no test split (Imagenette, ImageNet).
+Datasets by name (`load`): `digits` (scikit-learn's 8x8 digits, bundled, fixed 1077/360/360
+split); `cifar10`, `cifar100` (held in memory as uint8) and `imagenette` (160px variant,
+read lazily by index), prepared by `python -m actbench.prepare NAME` or automatically on first
+use, without TensorFlow; `imagenet2012` (TFDS array_record, built by hand); `npz:PATH` (arrays
+x_train, y_train and optionally x_validation, y_validation, x_test, y_test); `tfds:NAME` (any
+TFDS image-classification dataset prepared as array_record). ImageNet-like images are decoded,
+their shorter side resized to image_size / 0.875 and centre-cropped to a square, so batches
+stack. The validation split is carved from the training split by `seed` unless given; test
+accuracy uses the official test split, or the official validation split where there is no test
+split (Imagenette, ImageNet).
 
-TFDS datasets are read with `tfds.data_source` (random access, no TensorFlow), so they
-must be prepared once as array_record files; `DatasetNotFoundError` says how. `synthetic(name)`
-holds random images shaped like a dataset's, for speed benchmarks and trying a config.
+Inputs may be images (H, W, C) or vectors (d,): the method's scope is classification (integer
+labels, softmax outputs), since the Fisher features use the softmax predictive distribution.
+`synthetic(name)` holds random images shaped like a dataset's, for speed benchmarks.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import difflib
 import functools
-import io
+import hashlib
 import math
 import os
 from typing import Callable, Iterator, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import tensorflow_datasets as tfds
 
-from actbench.engine import augment
+from actbench.engine import augment, prepare, sources
+from actbench.engine.transforms import (RESIZE_RATIO, center_crop, normalize, pad_crop_flip,
+                                        random_flip, random_resized_crop, to_unit_float)
+from actbench.engine.sources import DatasetNotFoundError
 
 Batch = dict[str, np.ndarray]  # 'image': (B, H, W, C), 'label': (B,) int32 [, 'mask': (B,) bool]
 
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-_RESIZE_RATIO = 0.875  # host images are stored at image_size / 0.875 (256 for 224)
 _DIGITS_SEED = 20_231_210  # fixes the digits split, whatever the user's seed
 _CARVE, _SHUFFLE = 1, 2  # hash domains: validation carving, epoch shuffling
+
+
+@dataclasses.dataclass(frozen=True)
+class Preprocessing:
+  """How a host batch becomes network inputs on the device (`Dataset.preprocess`)."""
+
+  augmentation: str = 'none'  # none | cifar (pad 4, crop, flip) | imagenet (random resized crop)
+  mean: tuple[float, ...] = (0.0,)  # per channel, subtracted after scaling uint8 to [0, 1]
+  std: tuple[float, ...] = (1.0,)
+
+
+AUGMENTATIONS = ('none', 'cifar', 'imagenet')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,40 +74,40 @@ class _Spec:
   tfds_name: str | None  # None: built in
   num_classes: int
   test_split: str  # the TFDS split reported as test
-  kind: str  # 'digits', 'cifar' or 'imagenet': decides augmentation
+  preprocessing: Preprocessing
   validation_size: int  # default count carved from train
   image_size: int  # default network input side
-  mean: tuple[float, ...]
-  std: tuple[float, ...]
   in_memory: bool  # default
   manual: bool = False  # source files must be downloaded by hand
 
 
+_CIFAR10 = Preprocessing('cifar', CIFAR10_MEAN, CIFAR10_STD)
+_CIFAR100 = Preprocessing('cifar', CIFAR100_MEAN, CIFAR100_STD)
+_IMAGENET = Preprocessing('imagenet', IMAGENET_MEAN, IMAGENET_STD)
 _SPECS = {
-    'digits': _Spec(None, 10, 'test', 'digits', 360, 8, (0.0,), (1.0,), True),
-    'cifar10': _Spec('cifar10', 10, 'test', 'cifar', 5000, 32, CIFAR10_MEAN, CIFAR10_STD, True),
-    'cifar100': _Spec('cifar100', 100, 'test', 'cifar', 5000, 32, CIFAR100_MEAN, CIFAR100_STD,
-                      True),
-    'imagenette': _Spec('imagenette/160px', 10, 'validation', 'imagenet', 947, 128,
-                        IMAGENET_MEAN, IMAGENET_STD, False),
-    'imagenet2012': _Spec('imagenet2012', 1000, 'validation', 'imagenet', 10_000, 224,
-                          IMAGENET_MEAN, IMAGENET_STD, False, manual=True),
+    'digits': _Spec(None, 10, 'test', Preprocessing(), 360, 8, True),
+    'cifar10': _Spec('cifar10', 10, 'test', _CIFAR10, 5000, 32, True),
+    'cifar100': _Spec('cifar100', 100, 'test', _CIFAR100, 5000, 32, True),
+    'imagenette': _Spec('imagenette/160px', 10, 'validation', _IMAGENET, 947, 128, False),
+    'imagenet2012': _Spec('imagenet2012', 1000, 'validation', _IMAGENET, 10_000, 224, False,
+                          manual=True),
 }
 DATASETS = tuple(_SPECS)
+PREFIXES = ('npz:', 'tfds:')  # names of the user's own data: 'npz:PATH', 'tfds:NAME'
 
 
-class DatasetNotFoundError(ValueError):
-  """A TFDS dataset is not prepared (as array_record files) in the data directory."""
+class DataError(ValueError):
+  """The user's data cannot be used: the message names the split and what is wrong."""
 
 
 @dataclasses.dataclass(frozen=True)
 class DatasetInfo:
-  """What a model and a report need to know. `image_shape` is the network input shape,
-  i.e. after `Dataset.preprocess`."""
+  """What a model and a report need to know. `input_shape` is the network input shape of one
+  example, i.e. after `Dataset.preprocess`: (H, W, C) images or (d,) vectors."""
 
   name: str
   num_classes: int
-  image_shape: tuple[int, int, int]
+  input_shape: tuple[int, ...]
   num_train: int
   num_validation: int
   num_test: int
@@ -125,103 +143,16 @@ def batch_indices(num_examples: int, batch_size: int, seed: int, epoch: int) -> 
   return order[:steps * batch_size].reshape(steps, batch_size).astype(np.int64)
 
 
-# ---------------------------------------------------------------- reading
-
-
-def _decode(data: bytes, size: int | None) -> np.ndarray:
-  """An encoded image as uint8 RGB; with `size`, shorter side resized to `size`, centre crop."""
-  from PIL import Image  # pylint: disable=g-import-not-at-top  # TFDS images only
-  image = Image.open(io.BytesIO(data))
-  if size is not None:
-    image.draft('RGB', (size, size))  # JPEG: decode at a reduced scale that still covers size
-  image = image.convert('RGB')
-  if size is not None:
-    w, h = image.size
-    w, h = max(size, round(w * size / min(w, h))), max(size, round(h * size / min(w, h)))
-    image = image.resize((w, h), Image.Resampling.BILINEAR)
-    left, top = (w - size) // 2, (h - size) // 2
-    image = image.crop((left, top, left + size, top + size))
-  return np.asarray(image)
-
-
-class _Arrays:
-  """Examples held in memory."""
-
-  def __init__(self, images: np.ndarray, labels: np.ndarray):
-    self.images, self.labels = images, labels.astype(np.int32)
-
-  def __len__(self) -> int:
-    return len(self.labels)
-
-  def read(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    return self.images[indices], self.labels[indices]
-
-
-class _Records:
-  """Examples read by index from a TFDS data source, decoded on a thread pool."""
-
-  def __init__(self, source, size: int | None, pool: concurrent.futures.Executor):
-    self.source, self.size, self.pool = source, size, pool
-
-  def __len__(self) -> int:
-    return len(self.source)
-
-  def read(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    records = self.source.__getitems__([int(i) for i in indices])
-    images = list(self.pool.map(lambda r: _decode(r['image'], self.size), records))
-    return np.stack(images), np.array([r['label'] for r in records], np.int32)
-
-  def load_all(self, chunk: int = 2048) -> _Arrays:
-    parts = [self.read(np.arange(i, min(i + chunk, len(self)))) for i in range(0, len(self), chunk)]
-    return _Arrays(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
-
-
-class _RawBytes(tfds.decode.Decoder):
-  """Leaves the encoded image bytes to `_decode` (JPEG draft mode, fixed size, our threads)."""
-
-  def decode_example(self, serialized_example):
-    return serialized_example
-
-  def decode_example_np(self, serialized_example):
-    return serialized_example
-
-
-def _default_data_dir() -> str:
-  return os.environ.get('TFDS_DATA_DIR') or tfds.core.constants.DATA_DIR
-
-
-def _open(name: str, spec: _Spec, split: str, data_dir: str):
-  """A TFDS random-access source, or a DatasetNotFoundError that says how to prepare it."""
-  try:
-    return tfds.data_source(spec.tfds_name, split=split, data_dir=data_dir, download=False,
-                            decoders={'image': _RawBytes()})
-  except (NotImplementedError, ValueError, FileNotFoundError) as e:
-    build = f'tfds build {spec.tfds_name} --data_dir={data_dir} --file_format=array_record'
-    manual = (f'ImageNet cannot be downloaded automatically: place ILSVRC2012_img_train.tar and '
-              f'ILSVRC2012_img_val.tar in {os.path.join(data_dir, "downloads", "manual")}/, '
-              f'then run\n  {build}' if spec.manual else f'Prepare it once with\n  {build}')
-    raise DatasetNotFoundError(
-        f"Dataset '{name}' (TFDS '{spec.tfds_name}', split '{split}') is not prepared as "
-        f'random-access array_record files in data_dir={data_dir}. {manual}\n(A copy built '
-        f'without --file_format=array_record cannot be read by index: rebuild it.)') from e
-
-
-def _digits() -> _Arrays:
-  from sklearn.datasets import load_digits  # pylint: disable=g-import-not-at-top  # slow import
-  digits = load_digits()
-  return _Arrays((digits.images[..., None] / 16.0).astype(np.float32), digits.target)
-
-
 # ---------------------------------------------------------------- splits and datasets
 
 
 class Split:
   """One split: examples at positions 0..num_examples-1, gathered into batches on the host."""
 
-  def __init__(self, name: str, source: _Arrays | _Records, indices: np.ndarray):
+  def __init__(self, name: str, source, indices: np.ndarray):
     self.name = name
     self._source = source
-    self.source_indices = indices  # where each example sits in its TFDS split (or load_digits)
+    self.source_indices = np.asarray(indices, np.int64)  # where each example sits in its source
 
   @property
   def num_examples(self) -> int:
@@ -239,7 +170,7 @@ class Split:
     return batch_indices(self.num_examples, batch_size, seed, epoch)
 
   def gather(self, positions: np.ndarray | Sequence[int]) -> Batch:
-    """The examples at `positions`: {'image': uint8 (float32 for digits), 'label': int32}."""
+    """The examples at `positions`: {'image': uint8 or float32 inputs, 'label': int32}."""
     images, labels = self._source.read(self.source_indices[np.asarray(positions, np.int64)])
     return {'image': images, 'label': labels}
 
@@ -256,6 +187,11 @@ class Split:
     rows = np.where(mask, positions, 0).reshape(-1, batch_size)
     for batch, m in zip(_prefetch(self.gather, rows), mask.reshape(-1, batch_size)):
       yield {**batch, 'mask': m}
+
+  def identity(self) -> str:
+    """What this split is: its source and which of the source's examples it holds."""
+    positions = hashlib.sha256(np.ascontiguousarray(self.source_indices).tobytes()).hexdigest()
+    return f'{self._source.identity}[{positions[:16]}]'
 
   def __repr__(self) -> str:
     return f'Split({self.name!r}, num_examples={self.num_examples})'
@@ -281,35 +217,44 @@ class Dataset:
   train: Split
   validation: Split
   test: Split
-  _spec: _Spec
+  preprocessing: Preprocessing = Preprocessing()
+
+  @functools.cached_property
+  def fingerprint(self) -> str:
+    """A digest of what the data are (each split's examples and the preprocessing): a search
+    store refuses results computed on different data."""
+    parts = [repr(self.info.num_classes), repr(self.info.input_shape), repr(self.preprocessing)]
+    parts += [split.identity() for split in (self.train, self.validation, self.test)]
+    return hashlib.sha256('\n'.join(parts).encode()).hexdigest()[:16]
 
   def preprocess(self, images: jax.Array, *, key: jax.Array | None = None, train: bool = False,
-                 crop_fraction: float = _RESIZE_RATIO, crop_min_scale: float = 0.08,
+                 crop_fraction: float = RESIZE_RATIO, crop_min_scale: float = 0.08,
                  randaugment: tuple[int, float] | None = None) -> jax.Array:
-    """Host batch -> normalized float32 network input of shape (B, *info.image_shape). Jittable.
+    """Host batch -> normalized float32 network input of shape (B, *info.input_shape). Jittable.
 
-    train=True augments (needs `key`): CIFAR pad 4 (zeros) + random crop + flip; ImageNet-like
-    random resized crop (smallest area fraction `crop_min_scale`) + flip; digits none; then,
-    with randaugment=(layers, magnitude) and layers > 0, RandAugment
-    (`augment.rand_augment`; not for digits). Evaluation: ImageNet-like centre crop
-    covering `crop_fraction` of the stored side (0.875; the ViT recipe uses 0.95)."""
-    kind, size = self._spec.kind, self.info.image_shape[0]
-    x = _to_unit_float(images)
-    if train and kind != 'digits':
+    train=True augments (needs `key`) as `preprocessing.augmentation` says: CIFAR pad 4
+    (zeros) + random crop + flip; ImageNet-like random resized crop (smallest area fraction
+    `crop_min_scale`) + flip; none for digits and your own data; then, with
+    randaugment=(layers, magnitude) and layers > 0, RandAugment (`augment.rand_augment`).
+    Evaluation: ImageNet-like centre crop covering `crop_fraction` of the stored side (0.875;
+    the ViT recipe uses 0.95)."""
+    kind = self.preprocessing.augmentation
+    x = to_unit_float(images)
+    if train and kind != 'none':
       if key is None:
         raise ValueError('preprocess(train=True) needs a PRNG key')
       crop_key, flip_key = jax.random.split(key)
       if kind == 'cifar':
         x = pad_crop_flip(crop_key, x)
       else:
-        x = random_flip(flip_key, random_resized_crop(crop_key, x, size=size,
+        x = random_flip(flip_key, random_resized_crop(crop_key, x, size=self.info.input_shape[0],
                                                       scale=(float(crop_min_scale), 1.0)))
       if randaugment is not None and randaugment[0] > 0:
         x = augment.rand_augment(jax.random.fold_in(key, 2), x, num_layers=int(randaugment[0]),
                                  magnitude=float(randaugment[1]))
     elif kind == 'imagenet':
-      x = center_crop(x, size=size, crop_fraction=crop_fraction)
-    return normalize(x, self._spec.mean, self._spec.std)
+      x = center_crop(x, size=self.info.input_shape[0], crop_fraction=crop_fraction)
+    return normalize(x, self.preprocessing.mean, self.preprocessing.std)
 
   def __repr__(self) -> str:
     return f'Dataset({self.info})'
@@ -327,13 +272,24 @@ def _validation_count(validation_size: int | float, pool: int) -> int:
   return int(count)
 
 
+def _carve(source, pool: np.ndarray, validation_size, seed: int) -> tuple[Split, Split]:
+  """(train, validation): `validation_size` of the examples at `pool`, chosen by `seed`."""
+  count = _validation_count(validation_size, len(pool))
+  carve = _permutation(len(pool), _CARVE, seed)
+  return (Split('train', source, np.sort(pool[carve[count:]])),
+          Split('validation', source, np.sort(pool[carve[:count]])))
+
+
 def _spec_and_size(name: str, image_size: int | None) -> tuple[_Spec, int]:
   """The spec of dataset `name` and its network input side, or a ValueError saying what is
   wrong with the arguments."""
   if name not in _SPECS:
-    raise ValueError(f'unknown dataset {name!r}; choose one of {DATASETS}')
+    close = difflib.get_close_matches(name, DATASETS, n=1)
+    hint = f' (did you mean {close[0]!r}?)' if close else ''
+    raise ValueError(f'unknown dataset {name!r}{hint}; choose one of {DATASETS}, '
+                     "'npz:PATH' (your arrays) or 'tfds:NAME' (any TFDS image classification)")
   spec = _SPECS[name]
-  if image_size is not None and spec.kind != 'imagenet':
+  if image_size is not None and spec.preprocessing.augmentation != 'imagenet':
     raise ValueError(f'{name} has a fixed image size; image_size applies to ImageNet-like data')
   return spec, image_size or spec.image_size
 
@@ -341,48 +297,250 @@ def _spec_and_size(name: str, image_size: int | None) -> tuple[_Spec, int]:
 def load(name: str = 'digits', *, data_dir: str | os.PathLike | None = None,
          validation_size: int | float | None = None, seed: int = 0,
          image_size: int | None = None, in_memory: bool | None = None,
-         num_threads: int | None = None) -> Dataset:
-  """Loads a dataset (one of DATASETS) with a validation split carved from train by `seed`.
+         num_threads: int | None = None, download: bool = True, image_key: str = 'image',
+         label_key: str = 'label', progress: bool = True) -> Dataset:
+  """Loads a dataset with a validation split carved from train by `seed`.
 
   Args:
-    name: 'digits' (default, offline), 'cifar10', 'cifar100', 'imagenette', 'imagenet2012'.
-    data_dir: TFDS data directory; None: $TFDS_DATA_DIR or ~/tensorflow_datasets.
+    name: 'digits' (default, offline), 'cifar10', 'cifar100', 'imagenette', 'imagenet2012',
+      'npz:PATH' or 'tfds:NAME' (see the module docstring).
+    data_dir: where prepared datasets live (actbench's under `<data_dir>/actbench/`, TFDS's as
+      TFDS lays them out); None: $TFDS_DATA_DIR or ~/tensorflow_datasets.
     validation_size: examples carved from train, a count or a fraction; None: the dataset's
-      default (digits 360, CIFAR 5000, Imagenette 947, ImageNet 10000).
+      default (digits 360, CIFAR 5000, Imagenette 947, ImageNet 10000, your own data 10%).
     seed: decides which training examples form the validation split. Digits ignore it: their
       split is fixed.
     image_size: network input side of ImageNet-like datasets (default 128 Imagenette,
-      224 ImageNet); must stay None for the others.
+      224 ImageNet; needed for 'tfds:NAME' datasets whose images vary in size).
     in_memory: read everything into numpy arrays now (default: digits and CIFAR only).
     num_threads: host decoding threads (default: min(16, cpu count)).
+    download: prepare cifar10, cifar100 or imagenette (download and convert) when missing;
+      False raises DatasetNotFoundError instead.
+    image_key, label_key: the feature names of a 'tfds:NAME' dataset.
+    progress: progress bars while preparing a dataset.
   """
+  if not isinstance(name, str):
+    raise ValueError(f'a dataset name must be a string, got {name!r}')
+  if name.startswith('npz:'):
+    return load_npz(name[len('npz:'):], validation_size=validation_size, seed=seed)
+  data_dir = os.fspath(data_dir) if data_dir is not None else prepare.default_data_dir()
+  threads = num_threads or min(16, os.cpu_count() or 1)
+  if name.startswith('tfds:'):
+    return _load_tfds(name, data_dir, validation_size, seed, image_size, bool(in_memory),
+                      threads, image_key, label_key)
   spec, size = _spec_and_size(name, image_size)
   if spec.tfds_name is None:
-    train_source = test_source = _digits()
+    train_source = test_source = sources.digits()
     order = _permutation(len(train_source), _DIGITS_SEED)
     test_indices, pool = np.sort(order[:360]), np.sort(order[360:])
-    carve_seed = _DIGITS_SEED
+    seed = _DIGITS_SEED
   else:
-    data_dir = os.fspath(data_dir) if data_dir is not None else _default_data_dir()
-    executor = concurrent.futures.ThreadPoolExecutor(num_threads or min(16, os.cpu_count() or 1))
-    stored = round(size / _RESIZE_RATIO) if spec.kind == 'imagenet' else None
-    train_source, test_source = (
-        _Records(_open(name, spec, split, data_dir), stored, executor)
-        for split in ('train', spec.test_split))
+    stored = round(size / RESIZE_RATIO) if spec.preprocessing.augmentation == 'imagenet' else None
+    train_source, test_source = _builtin_sources(name, spec, data_dir, stored, threads, download,
+                                                 progress)
     if spec.in_memory if in_memory is None else in_memory:
-      train_source, test_source = train_source.load_all(), test_source.load_all()
+      train_source, test_source = sources.load_all(train_source), sources.load_all(test_source)
     pool, test_indices = np.arange(len(train_source)), np.arange(len(test_source))
-    carve_seed = seed
-  count = _validation_count(spec.validation_size if validation_size is None else validation_size,
-                            len(pool))
-  carve = _permutation(len(pool), _CARVE, carve_seed)
-  train = Split('train', train_source, np.sort(pool[carve[count:]]))
-  validation = Split('validation', train_source, np.sort(pool[carve[:count]]))
+  default_count = spec.validation_size if validation_size is None else validation_size
+  train, validation = _carve(train_source, pool, default_count, seed)
   test = Split('test', test_source, test_indices)
-  channels = 1 if spec.kind == 'digits' else 3
+  channels = 1 if name == 'digits' else 3
   info = DatasetInfo(name, spec.num_classes, (size, size, channels), len(train), len(validation),
                      len(test))
-  return Dataset(info, train, validation, test, spec)
+  return Dataset(info, train, validation, test, spec.preprocessing)
+
+
+def _tfds_sources(name, tfds_name, splits, data_dir, stored, threads, *, manual=False,
+                  image_key='image', label_key='label', channels=3):
+  """Sources of TFDS array_record splits, decoded (at `stored` side, if given) on threads."""
+  executor = concurrent.futures.ThreadPoolExecutor(threads)
+  opened = [sources.open_tfds(name, tfds_name, split, data_dir, image_key=image_key,
+                              manual=manual) for split in splits]
+  return tuple(sources.RecordSource(
+      source, stored, executor, identity=sources.tfds_identity(source, tfds_name, split),
+      image_key=image_key, label_key=label_key, channels=channels)
+               for source, split in zip(opened, splits))
+
+
+def _builtin_sources(name, spec, data_dir, stored, threads, download, progress):
+  """(train, test) sources of a built-in dataset: actbench's prepared files, else a TFDS
+  array_record copy, else prepared now (when `download`)."""
+  splits = ('train', spec.test_split)
+  if name not in prepare.PREPARABLE:
+    return _tfds_sources(name, spec.tfds_name, splits, data_dir, stored, threads,
+                         manual=spec.manual)
+  if not prepare.is_prepared(name, data_dir):
+    try:  # a copy built with `tfds build` serves as well
+      return _tfds_sources(name, spec.tfds_name, splits, data_dir, stored, threads)
+    except DatasetNotFoundError:
+      if not download:
+        raise DatasetNotFoundError(
+            f"Dataset '{name}' is not prepared in data_dir={data_dir}. Prepare it once with\n"
+            f'  python -m actbench.prepare {name} --data_dir={data_dir}\n(or allow it on first '
+            'use: config.dataset.download = True).') from None
+      prepare.prepare(name, data_dir=data_dir, progress=progress)
+  return tuple(prepare.open_split(name, split, data_dir, image_size=stored, num_threads=threads)
+               for split in ('train', 'test'))
+
+
+def _load_tfds(name, data_dir, validation_size, seed, image_size, in_memory, threads, image_key,
+               label_key) -> Dataset:
+  """Any TFDS image-classification dataset prepared as array_record ('tfds:NAME'): test is its
+  'test' split, else its 'validation' split; images of varying size need `image_size`."""
+  tfds_name = name[len('tfds:'):]
+  if not tfds_name:
+    raise ValueError("'tfds:' needs a dataset name, e.g. 'tfds:mnist' or 'tfds:imagenette/320px'")
+  info = getattr(sources.open_tfds(name, tfds_name, 'train', data_dir, image_key=image_key),
+                 'dataset_info', None)
+  features = info.features if info is not None else {}
+  if image_key not in features or label_key not in features:
+    raise DataError(f"TFDS dataset {tfds_name!r} has no feature {image_key!r} or {label_key!r} "
+                    f"(it has {sorted(features)}): set config.dataset.image_key / label_key")
+  num_classes = getattr(features[label_key], 'num_classes', None)
+  shape = tuple(features[image_key].shape)
+  if not num_classes or len(shape) != 3:
+    raise DataError(f'TFDS dataset {tfds_name!r} is not image classification: {label_key!r} is '
+                    f'{features[label_key]!r} and {image_key!r} has shape {shape}')
+  fixed = shape[0] is not None and shape[1] is not None
+  if not fixed and not image_size:
+    raise DataError(f'the images of TFDS dataset {tfds_name!r} vary in size: give an input side '
+                    '(config.dataset.image_size)')
+  size = image_size or shape[0]
+  stored = None if fixed and not image_size else round(size / RESIZE_RATIO)
+  channels = shape[2] or 3
+  test_split = 'test' if 'test' in info.splits else 'validation'
+  train_source, test_source = _tfds_sources(
+      name, tfds_name, ('train', test_split), data_dir, stored, threads, image_key=image_key,
+      label_key=label_key, channels=channels)
+  if in_memory:
+    train_source, test_source = sources.load_all(train_source), sources.load_all(test_source)
+  train_split, validation = _carve(train_source, np.arange(len(train_source)),
+                                   0.1 if validation_size is None else validation_size, seed)
+  preprocessing = Preprocessing('none' if stored is None else 'imagenet')
+  info = DatasetInfo(name, int(num_classes), (size, size, channels), len(train_split),
+                     len(validation), len(test_source))
+  return Dataset(info, train_split, validation, Split('test', test_source,
+                                                      np.arange(len(test_source))),
+                 preprocessing)
+
+
+def _checked_arrays(split: str, pair) -> tuple[np.ndarray, np.ndarray]:
+  """(inputs, labels) of one split, or a DataError naming the split and the problem."""
+  try:
+    x, y = pair
+  except (TypeError, ValueError):
+    raise DataError(f'{split} must be a pair (inputs, labels), got {type(pair).__name__}') from None
+  x, y = np.asarray(x), np.asarray(y)
+  if x.ndim < 2 or x.dtype.kind not in 'uif' or x.dtype == np.bool_:
+    raise DataError(f'{split} inputs must be a numeric array (examples, ...) of vectors or '
+                    f'images, got dtype {x.dtype} and shape {x.shape}')
+  if y.ndim != 1 or len(y) != len(x):
+    raise DataError(f'{split} labels must be one integer per example: {len(x)} inputs, labels '
+                    f'of shape {y.shape}')
+  if len(x) == 0:
+    raise DataError(f'{split} has no examples')
+  if y.dtype.kind == 'f' and not np.all(np.isfinite(y) & (y == np.round(y))):
+    raise DataError(f'{split} labels must be integers (class indices), got floats such as '
+                    f'{y[~(np.isfinite(y) & (y == np.round(y)))][0]}')
+  if y.dtype.kind not in 'uif' or (len(y) and y.min() < 0):
+    raise DataError(f'{split} labels must be class indices 0, 1, ..., got {y.dtype} values '
+                    f'from {y.min()}')
+  if x.dtype.kind == 'f' and not np.all(np.isfinite(x)):
+    bad = np.argwhere(~np.isfinite(x.reshape(len(x), -1)).all(axis=1)).ravel()
+    raise DataError(f'{split} inputs hold NaN or inf (example {int(bad[0])} and '
+                    f'{len(bad) - 1} more)')
+  if x.dtype.kind in 'ui' and x.dtype != np.uint8:
+    raise DataError(f'{split} inputs must be float (any range) or uint8 images (0..255), got '
+                    f'{x.dtype}')
+  return x, y.astype(np.int32)
+
+
+def from_arrays(train, validation=None, test=None, *, num_classes: int | None = None,
+                validation_size: int | float | None = None, seed: int = 0,
+                name: str = 'arrays') -> Dataset:
+  """A Dataset of your own arrays, usable everywhere a built-in one is.
+
+  Args:
+    train, validation, test: (inputs, labels) pairs. Inputs are images (N, H, W, C) or vectors
+      (N, d), float (used as they are) or uint8 (scaled to [0, 1]); labels are class indices
+      (N,). Without `validation`, `validation_size` of train is carved out by `seed`; without
+      `test`, the test split is empty (nothing is reported for it).
+    num_classes: default the largest label + 1.
+    validation_size: a count or a fraction of train (default 0.1); only without `validation`.
+    seed: which training examples form the validation split.
+    name: how reports name the dataset.
+
+  No augmentation: preprocess only scales uint8 inputs. Raises DataError (a ValueError) naming
+  the split and the problem: mismatched lengths, non-integer or negative labels, labels not
+  below num_classes, NaN or inf inputs, inputs of different shapes in different splits.
+  """
+  given = {'train': train, 'validation': validation, 'test': test}
+  arrays = {split: _checked_arrays(split, pair) for split, pair in given.items()
+            if pair is not None}
+  shapes = {split: x.shape[1:] for split, (x, _) in arrays.items()}
+  if len(set(shapes.values())) > 1:
+    raise DataError(f'every split must have inputs of one shape, got {shapes}')
+  if len({x.dtype for x, _ in arrays.values()}) > 1:
+    raise DataError('every split must have inputs of one dtype, got '
+                    f'{ {split: str(x.dtype) for split, (x, _) in arrays.items()} }')
+  largest = max(int(y.max()) for _, y in arrays.values())
+  if num_classes is None:
+    num_classes = largest + 1
+  if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or (
+      num_classes < 2):
+    raise DataError(f'num_classes must be an integer of at least 2, got {num_classes!r}')
+  for split, (_, y) in arrays.items():
+    if y.max() >= num_classes:
+      raise DataError(f'{split} labels must be below num_classes={num_classes}, got '
+                      f'{int(y.max())}')
+  if validation is not None and validation_size is not None:
+    raise DataError('give either validation arrays or a validation_size, not both')
+  x = np.concatenate([x for x, _ in arrays.values()])
+  y = np.concatenate([y for _, y in arrays.values()])
+  source = sources.ArraySource(x, y)
+  bounds = np.cumsum([0] + [len(y) for _, y in arrays.values()])
+  positions = {split: np.arange(bounds[i], bounds[i + 1]) for i, split in enumerate(arrays)}
+  if validation is None:
+    train_split, validation_split = _carve(
+        source, positions['train'], 0.1 if validation_size is None else validation_size, seed)
+  else:
+    train_split = Split('train', source, positions['train'])
+    validation_split = Split('validation', source, positions['validation'])
+  test_split = Split('test', source, positions.get('test', np.zeros(0, np.int64)))
+  info = DatasetInfo(name, int(num_classes), tuple(int(d) for d in x.shape[1:]),
+                     len(train_split), len(validation_split), len(test_split))
+  return Dataset(info, train_split, validation_split, test_split, Preprocessing())
+
+
+_NPZ_SPLITS = ('train', 'validation', 'test')
+
+
+def load_npz(path: str | os.PathLike, *, validation_size: int | float | None = None,
+             seed: int = 0, num_classes: int | None = None) -> Dataset:
+  """`from_arrays` of an .npz file with arrays x_train, y_train and optionally x_validation,
+  y_validation, x_test, y_test."""
+  path = os.path.expanduser(os.fspath(path))
+  if not os.path.isfile(path):
+    raise DataError(f"no .npz file at {path!r} (dataset 'npz:{path}')")
+  try:
+    with np.load(path, allow_pickle=False) as arrays:
+      found = {key: arrays[key] for key in arrays.files}
+  except (OSError, ValueError) as e:
+    raise DataError(f'{path}: not a readable .npz file ({e})') from e
+  expected = {f'{axis}_{split}' for axis in 'xy' for split in _NPZ_SPLITS}
+  if 'x_train' not in found or 'y_train' not in found or set(found) - expected:
+    raise DataError(f'{path} must hold x_train and y_train, and optionally x_validation, '
+                    f'y_validation, x_test, y_test; it holds {sorted(found)}')
+  pairs = {}
+  for split in _NPZ_SPLITS:
+    present = [f'{axis}_{split}' in found for axis in 'xy']
+    if any(present) and not all(present):
+      raise DataError(f'{path} has only one of x_{split} and y_{split}')
+    pairs[split] = (found[f'x_{split}'], found[f'y_{split}']) if all(present) else None
+  name = f'npz:{os.path.basename(path)}'
+  return from_arrays(**pairs, num_classes=num_classes,
+                     validation_size=None if pairs['validation'] is not None else validation_size,
+                     seed=seed, name=name)
 
 
 def synthetic(name: str = 'imagenet2012', *, num_train: int = 512, num_validation: int = 64,
@@ -391,124 +549,18 @@ def synthetic(name: str = 'imagenet2012', *, num_train: int = 512, num_validatio
   download): for benchmarks of speed and memory, and for trying a config without its data.
   ImageNet-like images are stored at image_size / 0.875, as `load` stores them."""
   spec, size = _spec_and_size(name, image_size)
-  stored = round(size / _RESIZE_RATIO) if spec.kind == 'imagenet' else size
-  channels = 1 if spec.kind == 'digits' else 3
+  imagenet = spec.preprocessing.augmentation == 'imagenet'
+  stored = round(size / RESIZE_RATIO) if imagenet else size
+  channels = 1 if name == 'digits' else 3
   rng = np.random.default_rng(seed)
   total = num_train + num_validation + num_test
-  source = _Arrays(rng.integers(0, 256, (total, stored, stored, channels), np.uint8),
-                   rng.integers(0, spec.num_classes, total))
-  if spec.kind == 'digits':  # digits are float images in [0, 1]
-    source = _Arrays(source.images.astype(np.float32) / 255.0, source.labels)
+  images = rng.integers(0, 256, (total, stored, stored, channels), np.uint8)
+  if name == 'digits':  # digits are float images in [0, 1]
+    images = images.astype(np.float32) / 255.0
+  source = sources.ArraySource(images, rng.integers(0, spec.num_classes, total))
   bounds = np.cumsum([0, num_train, num_validation, num_test])
   splits = [Split(split, source, np.arange(bounds[i], bounds[i + 1]))
             for i, split in enumerate(('train', 'validation', 'test'))]
   info = DatasetInfo(name, spec.num_classes, (size, size, channels), num_train, num_validation,
                      num_test)
-  return Dataset(info, *splits, spec)
-
-
-# ---------------------------------------------------------------- device-side transforms
-# Jitted with their shape arguments static, so eager calls (Colab) are fast too; inside a
-# jitted training step they are simply inlined.
-
-
-def _to_unit_float(images: jax.Array) -> jax.Array:
-  """uint8 [0, 255] -> float32 [0, 1]; float images are taken to be in [0, 1] already."""
-  images = jnp.asarray(images)
-  if images.dtype == jnp.uint8:
-    return images.astype(jnp.float32) / 255.0
-  return images.astype(jnp.float32)
-
-
-def normalize(images: jax.Array, mean: Sequence[float], std: Sequence[float]) -> jax.Array:
-  """(x - mean) / std per channel, in float32; uint8 images are first scaled to [0, 1]."""
-  return (_to_unit_float(images) - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
-
-
-def _per_example(fn: Callable, key: jax.Array, images: jax.Array) -> jax.Array:
-  return jax.vmap(fn)(jax.random.split(key, images.shape[0]), images)
-
-
-@jax.jit
-def random_flip(key: jax.Array, images: jax.Array) -> jax.Array:
-  """Mirrors each image left-right with probability 1/2. (B, H, W, C), dtype kept."""
-  def one(k, image):
-    return jnp.where(jax.random.bernoulli(k), image[:, ::-1], image)
-  return _per_example(one, key, images)
-
-
-@functools.partial(jax.jit, static_argnames=('padding', 'mode'))
-def pad_crop_flip(key: jax.Array, images: jax.Array, *, padding: int = 4,
-                  mode: str = 'constant') -> jax.Array:
-  """CIFAR augmentation: pad each side by `padding` (zeros; mode='reflect' mirrors instead),
-  take a random crop of the original size, mirror with probability 1/2. Shape, dtype kept."""
-  height, width, channels = images.shape[1:]
-
-  def one(k, image):
-    padded = jnp.pad(image, ((padding, padding), (padding, padding), (0, 0)), mode=mode)
-    u = jax.random.uniform(k, (3,))  # one draw per example: offsets and flip
-    y, x = augment.uniform_int(u[0], 2 * padding + 1), augment.uniform_int(u[1], 2 * padding + 1)
-    crop = jax.lax.dynamic_slice(padded, (y, x, 0), (height, width, channels))
-    return jnp.where(u[2] < 0.5, crop[:, ::-1], crop)
-  return _per_example(one, key, images)
-
-
-def _resample_weights(in_size: int, out_size: int, start: jax.Array,
-                      length: jax.Array) -> jax.Array:
-  """(out_size, in_size) weights resizing pixels [start, start + length) of a row to out_size
-  pixels: triangle (bilinear) kernel, widened when shrinking (antialiasing), pixels outside
-  the box excluded, rows summing to 1 (as jax.image.resize does on the cropped row). As
-  matrices, crop-and-resize is two small matmuls, and compiles quickly."""
-  step = length / out_size
-  centres = start + (jnp.arange(out_size, dtype=jnp.float32) + 0.5) * step
-  pixels = jnp.arange(in_size, dtype=jnp.float32)
-  distance = jnp.abs(pixels[None, :] + 0.5 - centres[:, None])
-  inside = (pixels >= start) & (pixels < start + length)
-  weights = jnp.where(inside, jnp.maximum(0.0, 1.0 - distance / jnp.maximum(step, 1.0)), 0.0)
-  return weights / jnp.maximum(weights.sum(axis=1, keepdims=True), 1e-12)
-
-
-def _crop_resize(image: jax.Array, box: tuple, size: int) -> jax.Array:
-  """The box (top, left, height, width) of one (H, W, C) image resized to (size, size, C)."""
-  top, left, h, w = (jnp.asarray(v, jnp.float32) for v in box)
-  rows = _resample_weights(image.shape[0], size, top, h)
-  cols = _resample_weights(image.shape[1], size, left, w)
-  return jnp.einsum('oh,hwc,pw->opc', rows, image.astype(jnp.float32), cols,
-                    precision=jax.lax.Precision.HIGHEST)
-
-
-@functools.partial(jax.jit, static_argnames=('size', 'scale', 'ratio', 'attempts'))
-def random_resized_crop(key: jax.Array, images: jax.Array, *, size: int,
-                        scale: tuple[float, float] = (0.08, 1.0),
-                        ratio: tuple[float, float] = (3 / 4, 4 / 3),
-                        attempts: int = 10) -> jax.Array:
-  """Inception-style crop: a box of area fraction ~U(scale) and aspect ratio log-uniform in
-  `ratio` (first of `attempts` draws that fits, else the whole image), resized (bilinear,
-  antialiased) to size x size. Returns float32 (B, size, size, C) in the input's value range.
-  `scale` and `ratio` must be tuples (static arguments)."""
-  height, width = images.shape[1:3]
-
-  def one(k, image):
-    u = jax.random.uniform(k, (2 * attempts + 2,))  # one draw per example (compiles faster)
-    area = height * width * (scale[0] + (scale[1] - scale[0]) * u[:attempts])
-    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
-    aspect = jnp.exp(log_ratio[0] + (log_ratio[1] - log_ratio[0]) * u[attempts:2 * attempts])
-    w = jnp.round(jnp.sqrt(area * aspect)).astype(jnp.int32)
-    h = jnp.round(jnp.sqrt(area / aspect)).astype(jnp.int32)
-    fits = (w >= 1) & (w <= width) & (h >= 1) & (h <= height)
-    first = jnp.argmax(fits)
-    h = jnp.where(fits.any(), h[first], height)
-    w = jnp.where(fits.any(), w[first], width)
-    y, x = augment.uniform_int(u[-2], height - h + 1), augment.uniform_int(u[-1], width - w + 1)
-    return _crop_resize(image, (y, x, h, w), size)
-  return _per_example(one, key, images)
-
-
-@functools.partial(jax.jit, static_argnames=('size', 'crop_fraction'))
-def center_crop(images: jax.Array, *, size: int, crop_fraction: float = _RESIZE_RATIO) -> jax.Array:
-  """The central square covering `crop_fraction` of the shorter side, resized to size x size
-  (bilinear, antialiased). float32."""
-  height, width = images.shape[1:3]
-  side = round(crop_fraction * min(height, width))
-  box = ((height - side) // 2, (width - side) // 2, side, side)
-  return jax.vmap(lambda image: _crop_resize(image, box, size))(jnp.asarray(images))
+  return Dataset(info, *splits, spec.preprocessing)

@@ -29,7 +29,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from actbench.engine import data as data_lib
-from actbench.engine import population
+from actbench.engine import model_factory, population
 from actbench.engine import trainer as trainer_lib
 from actbench.expr.expression import parse
 
@@ -75,31 +75,39 @@ class PopulationResult:
             "history": self.history}
 
 
-def _population_id(config, names: Sequence[str], seeds: Sequence[int]) -> str:
+def provenance(dataset: data_lib.Dataset, make_model) -> str:
+  """What a population's results depend on beyond the config: the data and the model."""
+  return (f"{dataset.fingerprint}/"
+          f"{model_factory.identity(make_model, tuple(dataset.info.input_shape))}")
+
+
+def _population_id(config, names: Sequence[str], seeds: Sequence[int], source: str) -> str:
   text = json.dumps([config.to_json() if hasattr(config, "to_json") else str(config),
-                     list(names), list(seeds)], sort_keys=True)
+                     list(names), list(seeds), source], sort_keys=True)
   return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def checkpoint_directory(workdir: str, config, names: Sequence[str], seeds: Sequence[int]) -> str:
-  """Where the checkpoints of the population of `names` x `seeds` live in the workdir."""
+def checkpoint_directory(workdir: str, config, names: Sequence[str], seeds: Sequence[int],
+                         source: str) -> str:
+  """Where the checkpoints of the population of `names` x `seeds` live in the workdir
+  (`source`: its `provenance`)."""
   return os.path.join(os.path.abspath(workdir), "checkpoints",
-                      _population_id(config, names, seeds))
+                      _population_id(config, names, seeds, source))
 
 
-def _checkpoint_manager(workdir: str | None, config, names, seeds):
+def _checkpoint_manager(workdir: str | None, config, names, seeds, source: str):
   if not workdir or not int(config.get("checkpoint_every_epochs", 1)):
     return None
-  directory = checkpoint_directory(workdir, config, names, seeds)
+  directory = checkpoint_directory(workdir, config, names, seeds, source)
   options = ocp.CheckpointManagerOptions(max_to_keep=1, enable_async_checkpointing=False)
   return ocp.CheckpointManager(directory, options=options)
 
 
-def _train_group(config, dataset, encoding, names: list[str], seeds: list[int],
+def _train_group(config, dataset, make_model, encoding, names: list[str], seeds: list[int],
                  workdir: str | None, stop_after_epoch: int | None, progress: bool = False):
   """Trains one population; returns (metrics, diverged, wall seconds, history)."""
   codes = encoding.encode(names)
-  trainer = trainer_lib.cached_trainer(config, dataset, encoding)
+  trainer = trainer_lib.cached_trainer(config, dataset, encoding, make_model)
   size = len(names)
   padded = -size % jax.device_count()  # the population axis must divide over the devices
   codes = np.concatenate([codes, np.repeat(codes[:1], padded, 0)])
@@ -107,7 +115,8 @@ def _train_group(config, dataset, encoding, names: list[str], seeds: list[int],
   start = time.perf_counter()
   state = trainer.init(seed_array)
   codes, seed_array = trainer.put_members(codes), trainer.put_members(seed_array)
-  manager = _checkpoint_manager(workdir, config, names, seeds)
+  manager = _checkpoint_manager(workdir, config, names, seeds,
+                                provenance(dataset, make_model) if workdir else "")
   first_epoch, history, elapsed = 0, [], 0.0
   if manager is not None and manager.latest_step() is not None:
     step = manager.latest_step()
@@ -215,7 +224,7 @@ def population_groups(config, names: Sequence[str]) -> list[tuple[Any, list[int]
 
 def train_population(config, activations: Sequence[str], seeds: Sequence[int] = (0,), *,
                      workdir: str | None = None, dataset: data_lib.Dataset | None = None,
-                     stop_after_epoch: int | None = None,
+                     make_model=None, stop_after_epoch: int | None = None,
                      progress: bool = False) -> PopulationResult:
   """Trains every (activation, seed) pair and returns their results.
 
@@ -225,7 +234,8 @@ def train_population(config, activations: Sequence[str], seeds: Sequence[int] = 
     seeds: each activation trains once per seed (initialization and dropout differ; all
       members see the same batches).
     workdir: where checkpoints (and nothing else) go; None disables checkpointing.
-    dataset: a loaded dataset, to skip `data.load(config.dataset...)`.
+    dataset: a loaded dataset (e.g. `data.from_arrays(...)`) instead of config.dataset's.
+    make_model: your model, `act -> flax Module`, instead of config.model's.
     stop_after_epoch: stop (raising TrainingInterrupted) after this epoch, as a preemption.
     progress: show a progress bar over epochs (with ETA) on process 0.
 
@@ -238,8 +248,7 @@ def train_population(config, activations: Sequence[str], seeds: Sequence[int] = 
   seeds = [int(s) for s in seeds]
   if not names or not seeds:
     raise ValueError("train_population needs at least one activation and one seed")
-  if dataset is None:
-    dataset = load_dataset(config)
+  dataset, make_model = task(config, dataset, make_model)
   members = [(name, seed) for name in names for seed in seeds]
   groups = population_groups(config, [name for name, _ in members])
   metrics: dict[str, list[float]] = {}
@@ -248,7 +257,7 @@ def train_population(config, activations: Sequence[str], seeds: Sequence[int] = 
   histories = []
   for encoding, indices in groups:
     group_metrics, group_diverged, wall, history = _train_group(
-        config, dataset, encoding, [members[i][0] for i in indices],
+        config, dataset, make_model, encoding, [members[i][0] for i in indices],
         [members[i][1] for i in indices], workdir, stop_after_epoch, progress)
     for name, values in group_metrics.items():
       metrics.setdefault(name, [np.nan] * len(members))
@@ -263,21 +272,35 @@ def train_population(config, activations: Sequence[str], seeds: Sequence[int] = 
 
 
 def checkpoint_directories(config, activations: Sequence[str], seeds: Sequence[int],
-                           workdir: str) -> list[str]:
+                           workdir: str, *, dataset: data_lib.Dataset,
+                           make_model=None) -> list[str]:
   """The checkpoint directories `train_population` uses for these arguments (one per
   population group), e.g. to delete them once the results are recorded elsewhere."""
   names = [str(parse(a)) for a in activations]
   members = [(name, int(seed)) for name in names for seed in seeds]
+  source = provenance(dataset, model_factory.from_config(config, dataset.info.num_classes,
+                                                           make_model))
   return [checkpoint_directory(workdir, config, [members[i][0] for i in indices],
-                               [members[i][1] for i in indices])
+                               [members[i][1] for i in indices], source)
           for _, indices in population_groups(config, [name for name, _ in members])]
 
 
-def load_dataset(config) -> data_lib.Dataset:
+def load_dataset(config, *, progress: bool = True) -> data_lib.Dataset:
   """`data.load` with the fields of config.dataset."""
   cfg = config.dataset
-  kwargs = {k: cfg.get(k) for k in ("data_dir", "validation_size", "image_size")
-            if cfg.get(k, None)}  # empty / 0: the dataset's default
+  kwargs = {k: cfg.get(k) for k in ("data_dir", "validation_size", "image_size", "image_key",
+                                    "label_key") if cfg.get(k, None)}  # empty / 0: default
   if "validation_size" in kwargs and kwargs["validation_size"] >= 1:
     kwargs["validation_size"] = int(kwargs["validation_size"])  # a count, not a fraction
-  return data_lib.load(cfg.name, seed=int(config.seed), **kwargs)
+  return data_lib.load(cfg.name, seed=int(config.seed), download=bool(cfg.get("download", True)),
+                       progress=progress, **kwargs)
+
+
+def task(config, dataset: data_lib.Dataset | None = None, make_model=None):
+  """(dataset, make_model) of a job: the ones given, else config's; the model checked against
+  the data (shapes only), so a mismatch fails here, before any work."""
+  if dataset is None:
+    dataset = load_dataset(config)
+  make_model = model_factory.from_config(config, dataset.info.num_classes, make_model)
+  model_factory.check(make_model, tuple(dataset.info.input_shape), dataset.info.num_classes)
+  return dataset, make_model

@@ -30,28 +30,12 @@ import ml_collections
 import numpy as np
 import optax
 
-from actbench import models
 from actbench.engine import data as data_lib
 from actbench.engine import objectives, optim, population
+from actbench.engine import model_factory
 
 resolve_strategy = population.resolve_strategy
 _AXIS = "population"
-
-
-def _dtype(name: str):
-  dtypes = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
-  if name not in dtypes:
-    raise ValueError(f"config.model.dtype must be one of {sorted(dtypes)}, got {name!r}")
-  return dtypes[name]
-
-
-def build_model(config, act, num_classes: int):
-  """The model of `config.model` with activation `act`."""
-  fields = dict(config.model.get("kwargs", {}))
-  return models.get_model(config.model.name, act=act, num_classes=num_classes,
-                          dtype=_dtype(config.model.get("dtype", "float32")),
-                          conv_implementation=config.model.get("conv_implementation", "auto"),
-                          **fields)
 
 
 def _tree_where(condition, new, old):
@@ -73,11 +57,13 @@ def _all_finite(tree) -> jax.Array:
 class PopulationTrainer:
   """Compiled training and evaluation of one population (one schema) on one dataset."""
 
-  def __init__(self, config, dataset: data_lib.Dataset, encoding: population.Encoding):
+  def __init__(self, config, dataset: data_lib.Dataset, encoding: population.Encoding,
+               make_model=None):
     # A frozen copy: later changes to the caller's config cannot leak into traced code.
     self.config = ml_collections.FrozenConfigDict(config)
     self.dataset = dataset
     self.encoding = encoding
+    self.make_model = model_factory.from_config(config, dataset.info.num_classes, make_model)
     self.strategy = resolve_strategy(config.population.get("strategy", "auto"))
     self.normalize = bool(config.population.get("normalize", False))
     train_cfg = config.train
@@ -101,8 +87,7 @@ class PopulationTrainer:
   # ---- per-member functions (one member; mapped or vmapped over the local members) ----
 
   def _model(self, codes):
-    act = self.encoding.activation(codes, self.normalize)
-    return build_model(self.config, act, self.dataset.info.num_classes)
+    return self.make_model(self.encoding.activation(codes, self.normalize))
 
   def _train_member(self, state, codes, seed, images, targets, steps):
     model = self._model(codes)
@@ -204,8 +189,9 @@ class PopulationTrainer:
 
     Members initialize one at a time with a program that depends on neither the activations
     nor the population size, so it compiles once per model and optimizer."""
-    initialize = _member_initializer(self.config, self.dataset.info.num_classes,
-                                     tuple(self.dataset.info.image_shape), self.steps_per_epoch)
+    initialize = _cached_initializer(self.make_model,
+                                     self.config.train.to_json_best_effort(sort_keys=True),
+                                     tuple(self.dataset.info.input_shape), self.steps_per_epoch)
     states = [initialize(np.int32(seed)) for seed in seeds]
     return jax.tree.map(lambda *leaves: self.put_members(np.stack(leaves)), *states)
 
@@ -249,9 +235,8 @@ class PopulationTrainer:
 
 
 @functools.lru_cache(maxsize=8)
-def _cached_initializer(model_json: str, train_json: str, num_classes: int,
-                        image_shape: tuple[int, ...], steps_per_epoch: int):
-  config = ml_collections.ConfigDict({"model": json.loads(model_json)})
+def _cached_initializer(make_model, train_json: str, input_shape: tuple[int, ...],
+                        steps_per_epoch: int):
   optimizer = optim.make_optimizer(ml_collections.ConfigDict(json.loads(train_json)),
                                    steps_per_epoch)
 
@@ -260,9 +245,9 @@ def _cached_initializer(model_json: str, train_json: str, num_classes: int,
     # Parameters do not depend on the activation: every member initializes with the identity.
     # XLA:CPU compiles the RBG generator several times faster than threefry; this program runs
     # one member at a time, so its values do not depend on the strategy or the devices.
-    model = build_model(config, lambda x: x, num_classes)
+    model = make_model(lambda x: x)
     key = jax.random.key(seed, impl="rbg")
-    sample = jnp.zeros((1,) + image_shape, jnp.float32)
+    sample = jnp.zeros((1,) + input_shape, jnp.float32)
     variables = model.init({"params": key, "dropout": key}, sample, train=False)
     params = variables["params"]
     return {"params": params, "batch_stats": variables.get("batch_stats", {}),
@@ -271,25 +256,22 @@ def _cached_initializer(model_json: str, train_json: str, num_classes: int,
   return initialize
 
 
-def _member_initializer(config, num_classes, image_shape, steps_per_epoch):
-  return _cached_initializer(config.model.to_json_best_effort(sort_keys=True),
-                             config.train.to_json_best_effort(sort_keys=True), num_classes,
-                             image_shape, steps_per_epoch)
-
-
 _TRAINERS: dict[tuple, PopulationTrainer] = {}
 _MAX_TRAINERS = 8
 
 
-def cached_trainer(config, dataset: data_lib.Dataset, encoding: population.Encoding):
-  """A cached trainer: populations of the same space, config and dataset (a search trains
-  many) reuse its compiled programs."""
-  key = (config.to_json_best_effort(sort_keys=True), id(dataset), encoding, jax.device_count())
+def cached_trainer(config, dataset: data_lib.Dataset, encoding: population.Encoding,
+                   make_model=None):
+  """A cached trainer: populations of the same space, config, dataset and model (a search
+  trains many) reuse its compiled programs."""
+  make_model = model_factory.from_config(config, dataset.info.num_classes, make_model)
+  key = (config.to_json_best_effort(sort_keys=True), id(dataset), encoding, make_model,
+         jax.device_count())
   trainer = _TRAINERS.get(key)
   if trainer is None or trainer.dataset is not dataset:
     if len(_TRAINERS) >= _MAX_TRAINERS:
       _TRAINERS.pop(next(iter(_TRAINERS)))
-    trainer = _TRAINERS[key] = PopulationTrainer(config, dataset, encoding)
+    trainer = _TRAINERS[key] = PopulationTrainer(config, dataset, encoding, make_model)
   return trainer
 
 

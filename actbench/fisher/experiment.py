@@ -21,7 +21,7 @@ from typing import Sequence
 import jax
 import numpy as np
 
-from actbench.engine import objectives, population, train, trainer
+from actbench.engine import objectives, population, train
 from actbench.fisher import kfac, lanczos
 from actbench.fisher.kfac import FisherFeatures
 
@@ -43,9 +43,10 @@ def fisher_batch(config, dataset) -> tuple[np.ndarray, np.ndarray]:
   return images, np.asarray(batch["label"], np.int32)
 
 
-def features(config, names: Sequence[str], *, dataset=None) -> FisherFeatures:
-  """Fisher CDF features of `names` with config's model at initialization (config.fisher.seed)
-  on one training batch. Failed candidates get NaN rows and a reason in `failed`."""
+def features(config, names: Sequence[str], *, dataset=None, make_model=None) -> FisherFeatures:
+  """Fisher CDF features of `names` with config's model (or `make_model`, act -> flax Module)
+  at initialization (config.fisher.seed) on one training batch of config's data (or
+  `dataset`). Failed candidates get NaN rows and a reason in `failed`."""
   if isinstance(names, str):
     raise TypeError("names must be a list of activation names, got a single string")
   names = list(names)
@@ -53,13 +54,8 @@ def features(config, names: Sequence[str], *, dataset=None) -> FisherFeatures:
   method = cfg.get("method", "kfac")
   if method not in METHODS:
     raise ValueError(f"config.fisher.method must be one of {METHODS}, got {method!r}")
-  dataset = dataset if dataset is not None else train.load_dataset(config)
+  dataset, make_model = train.task(config, dataset, make_model)
   images, labels = fisher_batch(config, dataset)
-  num_classes = dataset.info.num_classes
-
-  def make_model(act):
-    return trainer.build_model(config, act, num_classes)
-
   seed = int(cfg.get("seed", 0))
   if method == "kfac":
     encoding = population.form(names, config.population.get("schema", ""))

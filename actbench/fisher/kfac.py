@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from actbench import models
 from actbench.engine import population
 from actbench.fisher import capture, spectrum
 from actbench.fisher.capture import Layer, Uncovered
@@ -95,8 +96,11 @@ class _Stopwatch:
     self._last = now
 
 
-def _apply_kwargs(apply_kwargs: dict | None) -> dict:
-  return {"train": False} if apply_kwargs is None else dict(apply_kwargs)
+def _apply_kwargs(apply_kwargs: dict | None, model: nn.Module) -> dict:
+  """Given ones, else inference mode (train=False) for models that take `train`."""
+  if apply_kwargs is not None:
+    return dict(apply_kwargs)
+  return {"train": False} if models.takes_train(model) else {}
 
 
 def _chunk_size(batch: int, batch_chunk: int | None) -> int:
@@ -170,7 +174,7 @@ def find_layers(model: nn.Module, variables, images, *,
   images: an example batch (any batch size; only shapes are used).
   """
   calls, uncovered, _ = capture.trace_calls(model, variables, jnp.asarray(images),
-                                            _apply_kwargs(apply_kwargs))
+                                            _apply_kwargs(apply_kwargs, model))
   return capture.layers_of(calls), uncovered
 
 
@@ -205,7 +209,7 @@ def kfac_factors(model: nn.Module, variables, images, labels, *, fisher_type: st
     apply_kwargs: keyword arguments of `model.apply`; default {'train': False} (inference mode:
       no dropout, batch norm with its running statistics), as actbench.models take it.
   """
-  apply_kwargs = _apply_kwargs(apply_kwargs)
+  apply_kwargs = _apply_kwargs(apply_kwargs, model)
   images = np.asarray(images)
   labels = np.asarray(labels)
   batch = images.shape[0]
@@ -277,7 +281,7 @@ def init_variables(make_model: Callable, image_shape: Sequence[int], seed: int =
                    apply_kwargs: dict | None = None):
   """The variables every population member starts from (the same as training's for this seed
   when `make_model(act)` builds the config's model)."""
-  items = tuple(sorted(_apply_kwargs(apply_kwargs).items()))
+  items = tuple(sorted(_apply_kwargs(apply_kwargs, make_model(lambda x: x)).items()))
   return _initializer(make_model, tuple(image_shape), items)(np.int32(seed))
 
 
@@ -339,7 +343,7 @@ def population_features(make_model: Callable[[Callable], nn.Module], encoding: A
 
   Args:
     make_model: builds the model for an activation (a function of x), e.g.
-      `lambda act: trainer.build_model(config, act, num_classes)`.
+      `model_factory.from_config(config, num_classes)`.
     encoding, codes: the population form (`population.Encoding` or `FunctionTable`) and the
       members' codes (n, num_slots).
     images, labels: one batch (B, ...) and its integer labels.
@@ -358,7 +362,7 @@ def population_features(make_model: Callable[[Callable], nn.Module], encoding: A
   """
   clock = _Stopwatch()
   strategy = population.resolve_strategy(strategy)
-  apply_kwargs = _apply_kwargs(apply_kwargs)
+  apply_kwargs = _apply_kwargs(apply_kwargs, make_model(lambda x: x))
   apply_items = tuple(sorted(apply_kwargs.items()))
   codes = np.asarray(codes, np.int32).reshape(-1, encoding.num_slots)
   images, labels = np.asarray(images, np.float32), np.asarray(labels, np.int32)

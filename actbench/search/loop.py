@@ -32,7 +32,7 @@ from absl import logging
 import jax
 import numpy as np
 
-from actbench.engine import population, train
+from actbench.engine import model_factory, population, train
 from actbench.expr import features, operators, space
 from actbench.expr.expression import ExpressionError
 from actbench.search import store as store_lib
@@ -95,9 +95,10 @@ def recipe_fingerprint(config) -> str:
   return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def check_recipe(db: store_lib.Store, config) -> None:
-  """Records the recipe in a new store; refuses a store whose results come from another one
-  (a resumed search must not mix them)."""
+def check_recipe(db: store_lib.Store, config, dataset=None, make_model=None) -> None:
+  """Records the recipe, the data and the model in a new store; refuses a store whose results
+  come from others (a resumed search must not mix them). Stores older than the data and model
+  records get them on first use."""
   fingerprint = recipe_fingerprint(config)
   stored = db.get_meta("recipe")
   if stored is None:
@@ -107,6 +108,20 @@ def check_recipe(db: store_lib.Store, config) -> None:
         f"{db.path} holds results of another training recipe (dataset, model, train, fisher, "
         f"seeds differ from this config's): use another --workdir, or the config it was "
         f"made with")
+  if dataset is None:
+    return
+  for key, value, what in (
+      ("data", dataset.fingerprint, f"on other data than {dataset.info.name!r}"),
+      ("model", model_factory.identity(make_model, tuple(dataset.info.input_shape)),
+       "with another model")):
+    stored = db.get_meta(key)
+    if stored is None:
+      db.set_meta(key, value)
+    elif stored != value:
+      raise store_lib.StoreError(
+          f"{db.path} holds results computed {what}: the {key} changed since (recorded "
+          f"{stored!r}, now {value!r}). Use another --workdir, or the {key} the store was "
+          "made with.")
 
 
 def trainable_names(classes: Sequence[list[str]], schema: str) -> list[str]:
@@ -138,7 +153,7 @@ def _progress(iterable=None, **kwargs):
 
 
 def compute_features(config, db: store_lib.Store, names: Sequence[str], dataset, *,
-                     progress: bool = True) -> strategies.Candidates:
+                     make_model=None, progress: bool = True) -> strategies.Candidates:
   """Output and Fisher features of every class, computed where the store lacks them and
   stored chunk by chunk (a killed run keeps finished chunks). Functions whose outputs are not
   finite are no candidates (METHOD.md section 4): they get NaN Fisher rows without training."""
@@ -161,7 +176,8 @@ def compute_features(config, db: store_lib.Store, names: Sequence[str], dataset,
       todo = ids[finite[ids]]
       rows = None
       if todo.size:
-        result = fisher.features(config, [names[i] for i in todo], dataset=dataset)
+        result = fisher.features(config, [names[i] for i in todo], dataset=dataset,
+                                 make_model=make_model)
         rows = result.features
         if result.failed:
           logging.info("%d of %d functions have no Fisher features, e.g. %s: %s",
@@ -264,30 +280,35 @@ def default_worker() -> str:
   return f"{socket.gethostname()}-{jax.process_index()}"
 
 
-def run(config, workdir: str, *, exhaustive: bool = False, progress: bool = True) -> SearchSummary:
+def run(config, workdir: str, *, exhaustive: bool = False, progress: bool = True,
+        dataset=None, make_model=None) -> SearchSummary:
   """Searches config.search.space with config.search.strategy until config.search.budget
   classes are evaluated in the store (or, `exhaustive`, every class in id order: a benchmark).
 
+  `dataset` (e.g. `data.from_arrays(...)`) and `make_model` (act -> flax Module) replace
+  config.dataset's and config.model's; the store records both and refuses others later.
   Returns the store's classes and evaluations (this worker's and everyone else's).
   """
   if not workdir:
     raise ValueError("a search needs --workdir: its store, checkpoints and results live there")
+  # The data and the model are checked before anything is written to the workdir.
+  dataset, make_model = train.task(config, dataset, make_model)
   os.makedirs(workdir, exist_ok=True)
   cfg = config.search
   train_config = training_config(config)
   schema = str(train_config.population.get("schema", ""))
   worker = cfg.get("worker", "") or default_worker()
   ttl = float(cfg.get("claim_ttl_s", 3600))
-  dataset = train.load_dataset(config)
   lead = jax.process_index() == 0
   with store_lib.Store(store_path(workdir)) as db:
     # Every process keeps the space and the features (the same values everywhere: idempotent
     # on a shared workdir); only process 0 claims and records.
     db.init_space(cfg.space, space_classes(config))
-    check_recipe(db, config)
+    check_recipe(db, config, dataset, make_model)
     classes = db.classes()
     names = trainable_names(classes, schema)
-    candidates = compute_features(train_config, db, names, dataset, progress=progress)
+    candidates = compute_features(train_config, db, names, dataset, make_model=make_model,
+                                  progress=progress)
     total = len(classes) if exhaustive else min(int(cfg.budget), len(classes))
     per_round = max(int(cfg.population_size), 1)
     layout = embedding(config, db, candidates)  # aquasurf's, and the map's in any case
@@ -315,8 +336,8 @@ def run(config, workdir: str, *, exhaustive: bool = False, progress: bool = True
       if not ids:
         break
       with _heartbeat(db.path if lead else None, worker, ttl):
-        _train_and_record(train_config, db, dataset, ids, [names[i] for i in ids], worker,
-                          workdir, lead, progress)
+        _train_and_record(train_config, db, dataset, make_model, ids, [names[i] for i in ids],
+                          worker, workdir, lead, progress)
       bar.update(len(ids))
     bar.close()
     return SearchSummary(classes, db.evaluations(), candidates, layout)
@@ -346,15 +367,17 @@ def _heartbeat(path: str | None, worker: str, ttl: float):
     thread.join()
 
 
-def _train_and_record(config, db, dataset, ids, names, worker, workdir, lead, progress):
+def _train_and_record(config, db, dataset, make_model, ids, names, worker, workdir, lead,
+                      progress):
   logging.info("training %d functions x %d seeds: %s", len(ids), len(config.seeds),
                ", ".join(names))
   result = train.train_population(config, names, list(config.seeds), workdir=workdir,
-                                  dataset=dataset, progress=progress)
+                                  dataset=dataset, make_model=make_model, progress=progress)
   if not lead:
     return
   for evaluation in evaluations_from(result, ids, names, worker):
     db.record(evaluation)
   # The checkpoints of a recorded population are never needed again.
-  for directory in train.checkpoint_directories(config, names, list(config.seeds), workdir):
+  for directory in train.checkpoint_directories(config, names, list(config.seeds), workdir,
+                                                dataset=dataset, make_model=make_model):
     shutil.rmtree(directory, ignore_errors=True)

@@ -8,20 +8,13 @@ URL and sha256; `actbench.tables.load(name)` then finds it there.
 from __future__ import annotations
 
 import datetime
-import hashlib
-import http.client
 import json
 import os
-import urllib.error
-import urllib.request
 
-import tqdm
+from actbench.engine import fetch
 
 BENCHMARKS = {name: f"https://act-bench.s3.us-west-2.amazonaws.com/act-bench-{name}.json"
               for name in ("cnn", "resnet", "vit")}
-
-_CHUNK_BYTES = 1 << 20
-_TIMEOUT_S = 60
 
 
 class DownloadError(OSError):
@@ -51,39 +44,11 @@ def sidecar_path(path: str) -> str:
   return f"{path}.download.json"
 
 
-def sha256_file(path: str) -> str:
-  digest = hashlib.sha256()
-  with open(path, "rb") as f:
-    while chunk := f.read(_CHUNK_BYTES):
-      digest.update(chunk)
-  return digest.hexdigest()
-
-
 def _write_sidecar(path: str, record: dict):
   tmp = f"{sidecar_path(path)}.tmp-{os.getpid()}"
   with open(tmp, "w", encoding="utf-8") as f:
     json.dump(record, f, indent=1)
   os.replace(tmp, sidecar_path(path))
-
-
-def _fetch(url: str, part: str, progress: bool) -> tuple[str, int]:
-  """Streams `url` into the file `part`; its sha256 and size."""
-  request = urllib.request.Request(url, headers={"User-Agent": "actbench"})
-  digest, size = hashlib.sha256(), 0
-  with urllib.request.urlopen(request, timeout=_TIMEOUT_S) as response:
-    length = response.headers.get("Content-Length")
-    expected = int(length) if length and length.isdigit() else None
-    with open(part, "wb") as f, tqdm.tqdm(total=expected, unit="B", unit_scale=True,
-                                          unit_divisor=1024, desc=os.path.basename(url),
-                                          disable=not progress) as bar:
-      while chunk := response.read(_CHUNK_BYTES):
-        f.write(chunk)
-        digest.update(chunk)
-        size += len(chunk)
-        bar.update(len(chunk))
-  if expected is not None and size != expected:
-    raise DownloadError(f"the connection closed after {size} of {expected} bytes")
-  return digest.hexdigest(), size
 
 
 def download(name: str, *, cache_dir=None, progress: bool = True) -> str:
@@ -111,22 +76,20 @@ def download(name: str, *, cache_dir=None, progress: bool = True) -> str:
   url, path = BENCHMARKS[canonical], published_path(canonical, cache_dir)
   if os.path.exists(path):
     if not os.path.exists(sidecar_path(path)):
-      _write_sidecar(path, {"url": url, "sha256": sha256_file(path),
+      _write_sidecar(path, {"url": url, "sha256": fetch.sha256_file(path),
                             "bytes": os.path.getsize(path), "placed_by_hand": True})
     return path
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  part = f"{path}.part"
   try:
-    digest, size = _fetch(url, part, progress)
-  except (OSError, http.client.HTTPException) as e:  # URLError and HTTPError are OSErrors
-    if os.path.exists(part):
-      os.remove(part)
-    reason = e.reason if isinstance(e, urllib.error.URLError) else e
+    fetch.fetch(url, path, progress=progress)
+  except fetch.FetchError as e:
+    # No resuming here: a failed download leaves the cache directory as it was.
+    if os.path.exists(fetch.partial_path(path)):
+      os.remove(fetch.partial_path(path))
     raise DownloadError(
-        f"could not download {url}: {reason}. To install it by hand, fetch that URL on a "
+        f"could not download {url}: {e.reason}. To install it by hand, fetch that URL on a "
         f"machine with network access and copy the file to {path} (the cache directory is "
         f"$ACTBENCH_CACHE, or ~/.cache/actbench, or load(..., cache_dir=...)).") from e
-  os.replace(part, path)
-  _write_sidecar(path, {"url": url, "sha256": digest, "bytes": size,
-                        "downloaded": datetime.datetime.now(datetime.timezone.utc).isoformat()})
+  now = datetime.datetime.now(datetime.timezone.utc).isoformat()
+  _write_sidecar(path, {"url": url, "sha256": fetch.sha256_file(path),
+                        "bytes": os.path.getsize(path), "downloaded": now})
   return path
