@@ -12,6 +12,7 @@ the text to print. Everything a mode writes goes to the workdir (process 0 only)
   replay     replay search strategies on a benchmark table (config.replay): replay.json,
              search_curves.png, surrogate_quality.png.
   report     rewrite the leaderboard and figures from what the workdir holds, without training.
+  recover    rebuild a damaged search.sqlite from its journal of evaluations.
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ from __future__ import annotations
 import json
 import math
 import os
+import tempfile
 
 from absl import logging
 import jax
 import numpy as np
 
-from actbench import report
+from actbench import config_fields, report
 from actbench.expr import features, space
 from actbench.report import plots
 
@@ -32,12 +34,46 @@ from actbench.report import plots
 TABLE_METRICS = {"train_accuracy": "Train Accuracy", "validation_accuracy": "Validation Accuracy",
                  "test_accuracy": "Test Accuracy", "train_loss": "Train Loss",
                  "validation_loss": "Validation Loss", "test_loss": "Test Loss"}
-MODES = ("train", "features", "search", "benchmark", "replay", "report")
+MODES = ("train", "features", "search", "benchmark", "replay", "report", "recover")
+WORKDIR_MODES = ("search", "benchmark", "replay", "report", "recover")  # the others: optional
+
+
+class WorkdirError(OSError):
+  """The workdir cannot hold the run's files."""
+
+
+def check_workdir(workdir: str) -> None:
+  """Raises WorkdirError unless files can be created in `workdir` (or, when it does not exist
+  yet, in its nearest existing parent, where it will be made): found before any work, not
+  when the first results are written. Leaves nothing behind."""
+  existing = os.path.abspath(workdir)
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    raise WorkdirError(f"workdir {workdir!r} cannot be made: {existing} is a file")
+  try:
+    with tempfile.TemporaryFile(dir=existing):
+      pass
+  except OSError as e:
+    raise WorkdirError(f"workdir {workdir!r} is not writable: cannot create files in "
+                       f"{existing} ({e.strerror or e})") from e
+
+
+def check_config(config) -> None:
+  """Raises config_fields.ConfigError for an unknown field or mode."""
+  config_fields.check(config)
+  if config.get("mode", None) not in MODES:
+    raise config_fields.ConfigError(
+        f"config.mode must be one of {MODES}, got {config.get('mode', None)!r}")
 
 
 def run(config, workdir: str | None) -> str:
-  if config.mode not in MODES:
-    raise ValueError(f"config.mode must be one of {MODES}, got {config.mode!r}")
+  """Runs config.mode after checking the config's fields, the mode and the workdir."""
+  check_config(config)
+  if workdir:
+    check_workdir(workdir)
+  elif config.mode in WORKDIR_MODES:
+    raise WorkdirError(f"mode {config.mode!r} needs --workdir: its store and results live there")
   return globals()[f"run_{config.mode}"](config, workdir)
 
 
@@ -152,12 +188,24 @@ def run_replay(config, workdir):
   return "\n".join(lines)
 
 
+def run_recover(config, workdir):
+  """Rebuilds a damaged search store from its journal (see search/recovery.py)."""
+  from actbench import search  # pylint: disable=import-outside-toplevel
+  report = search.recover(config, workdir)
+  if report["intact"]:
+    return (f"{search.store_path(workdir)} is intact; {report['from_journal']} evaluations "
+            "replayed from its journal")
+  features = ", ".join(f"{rows} {kind}" for kind, rows in report["features"].items()) or "none"
+  return (f"rebuilt {search.store_path(workdir)}: {report['from_journal']} evaluations from "
+          f"the journal, {report['from_file']} more from the damaged file, feature rows kept: "
+          f"{features} (the rest are computed again by the next run); the damaged file is "
+          f"{report['moved_to']}. Rerun the search to continue.")
+
+
 def run_report(config, workdir):
   """Rewrites the leaderboard and the figures from the workdir's store and replay.json."""
   from actbench import search  # pylint: disable=import-outside-toplevel
   from actbench.search import strategies  # pylint: disable=import-outside-toplevel
-  if not workdir:
-    raise ValueError("mode=report needs --workdir (the workdir of a search, benchmark or replay)")
   texts = []
   if os.path.exists(search.store_path(workdir)):
     with _store(workdir) as db:
@@ -226,7 +274,7 @@ def _search_outputs(workdir, classes, evaluations, candidates, embedding, config
                           references=("relu(x)",),
                           scores={row["activation"]: row["validation_accuracy"] for row in ok},
                           title="Best functions found (validation accuracy) beside relu")
-  if embedding is not None:
+  if embedding is not None and np.shape(embedding)[1] == 2:  # 'raw' features have no 2-D map
     plots.surrogate_map(embedding, accuracies, list(evaluations),
                         os.path.join(workdir, "surrogate_map.png"),
                         names=[members[0] for members in classes])

@@ -232,6 +232,46 @@ def test_fold_inverts_unfold_and_resize_aligns_corners():
   assert mobilevit._resize_to_multiple(x, (2, 2)) is x
 
 
+def _linear_attention_reference(params, x):
+  """One separable linear self-attention (Mehta & Rastegari 2022, section 3.2) in float64 NumPy,
+  written from the paper on (B, P, N, d) patches: a projection to 1 + 2d gives a query score,
+  keys and values per patch; the scores' softmax over the N patches weights the keys' sum into
+  one context vector (per pixel position P); out = relu(values) * context, broadcast over the
+  patches; then the output projection."""
+  x = np.asarray(x, np.float64)
+  dim = x.shape[-1]
+  w_in, b_in, w_out, b_out = [np.asarray(params[layer][name], np.float64)
+                              for layer in ("Dense_0", "Dense_1") for name in ("kernel", "bias")]
+  assert w_in.shape == (dim, 1 + 2 * dim) and w_out.shape == (dim, dim)
+  projected = x @ w_in + b_in
+  scores, keys, values = projected[..., 0], projected[..., 1:1 + dim], projected[..., 1 + dim:]
+  weights = np.exp(scores - scores.max(axis=-1, keepdims=True))
+  weights /= weights.sum(axis=-1, keepdims=True)  # (B, P, N): a distribution over patches
+  context = np.einsum("bpn,bpnd->bpd", weights, keys)
+  return (np.maximum(values, 0) * context[:, :, None, :]) @ w_out + b_out
+
+
+def test_linear_self_attention_matches_the_paper():
+  x = _normal((2, 4, 6, 8), seed=3)  # B, P pixels per patch, N patches, d: P != N
+  variables = _init(mobilevit.LinearSelfAttention(), x, seed=4)
+  expected = _linear_attention_reference(variables["params"], x)
+  # No attention dropout outside training; with it, a different output in training.
+  module = mobilevit.LinearSelfAttention(attn_dropout_rate=0.5)
+  # 'rbg' keys compile far faster than threefry ones on XLA:CPU.
+  rngs = {"dropout": jax.random.key(5, impl="rbg")}
+  evaluate = jax.jit(lambda v, x, train: module.apply(v, x, train=train, rngs=rngs),
+                     static_argnums=2)
+  out = evaluate(variables, x, False)
+  assert out.shape == x.shape and out.dtype == jnp.float32
+  np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+  assert not np.allclose(evaluate(variables, x, True), expected, rtol=1e-2, atol=1e-2)
+  # bfloat16 computation (the softmax's exponentials in float32): bfloat16's 8 bits.
+  low = mobilevit.LinearSelfAttention(dtype=jnp.bfloat16).apply(variables, x)
+  assert low.dtype == jnp.bfloat16
+  np.testing.assert_allclose(np.asarray(low, np.float64), expected, rtol=0.05,
+                             atol=0.05 * np.abs(expected).max())
+
+
 # ---------------------------------------------------------------------------------------------
 # Both: activation sites, dtypes, coverage by the Fisher features
 

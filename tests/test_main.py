@@ -8,6 +8,10 @@ import sys
 
 import numpy as np
 
+from actbench import fisher
+from actbench.expr import features
+from configs import quickstart
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -48,7 +52,24 @@ def test_features_mode_writes_output_and_fisher_features(tmp_path):
                      "--config.activations=('relu(x)','reciprocal(zero(x))')")
   assert process.returncode == 0, process.stderr[-3000:]
   saved = np.load(tmp_path / "features.npz")
-  assert list(saved["names"]) == ["relu(x)", "reciprocal(zero(x))"]
+  names = ["relu(x)", "reciprocal(zero(x))"]
+  assert list(saved["names"]) == names
   assert saved["outputs"].shape == (2, 1000)
+  # The output features: relu and 1/0 at METHOD.md's reference points, from float64 ...
+  points = np.clip(np.random.RandomState(0).normal(size=1000), -5, 5)
+  expected = np.stack([np.maximum(points, 0), np.full(1000, np.inf)]).astype(np.float32)
+  assert saved["outputs"].dtype == np.float32
+  np.testing.assert_array_equal(saved["outputs"], expected)
+  # ... and what the library computes for the same config in this process.
+  config = quickstart.get_config("smoke")
+  config.mode = "features"
+  config.fisher.batch_size = 16
+  config.activations = tuple(names)
+  np.testing.assert_array_equal(
+      saved["outputs"], features.outputs(names, normalize=bool(config.population.normalize)))
   assert np.all(np.isfinite(saved["fisher"][0])) and np.all(np.isnan(saved["fisher"][1]))
-  assert "reciprocal(zero(x))" in json.loads(str(saved["fisher_failed"]))
+  result = fisher.features(config, names)
+  assert saved["fisher"].dtype == result.features.dtype
+  np.testing.assert_array_equal(saved["fisher"], result.features)
+  assert result.failed.keys() == {1}
+  assert json.loads(str(saved["fisher_failed"])) == {names[1]: result.failed[1]}

@@ -133,6 +133,90 @@ def test_im2col_matches_xla_bfloat16():
   _assert_same_conv(*convs, x, tol=5e-2)
 
 
+# (id, input shape, nn.Conv fields): strides, the paddings nn.Conv has (SAME, VALID, explicit
+# pairs, an int, CIRCULAR, REFLECT, CAUSAL), kernel dilations, feature groups and depthwise, in
+# 1-D, 2-D and 3-D, with 0, 1 and 2 batch dimensions.
+_FLAX_CASES = [
+    ("same", (2, 9, 8, 4), {"features": 5, "kernel_size": (3, 3), "padding": "SAME"}),
+    ("same_stride2", (2, 9, 8, 4), {"features": 5, "kernel_size": (3, 3), "strides": 2}),
+    ("same_even_kernel_stride2", (2, 9, 8, 4),
+     {"features": 5, "kernel_size": (2, 2), "strides": 2}),
+    ("same_4x4_stride3", (2, 9, 8, 4), {"features": 3, "kernel_size": (4, 4), "strides": 3}),
+    ("valid_5x5_stride2", (2, 9, 8, 4),
+     {"features": 5, "kernel_size": (5, 5), "strides": 2, "padding": "VALID"}),
+    ("valid_1x1_stride2_no_bias", (2, 9, 8, 4),
+     {"features": 5, "kernel_size": (1, 1), "strides": 2, "padding": "VALID",
+      "use_bias": False}),
+    ("explicit_pads", (2, 9, 8, 4),
+     {"features": 5, "kernel_size": (3, 3), "strides": (1, 2), "padding": ((2, 0), (1, -1))}),
+    ("int_pad_stride2", (2, 9, 8, 4),
+     {"features": 5, "kernel_size": (3, 3), "strides": 2, "padding": 2}),
+    ("circular", (2, 9, 8, 4), {"features": 5, "kernel_size": (3, 3), "padding": "CIRCULAR"}),
+    ("circular_even_dilated_stride2", (2, 9, 8, 4),
+     {"features": 5, "kernel_size": (2, 3), "strides": 2, "kernel_dilation": 2,
+      "padding": "CIRCULAR"}),
+    ("reflect", (2, 9, 8, 4), {"features": 5, "kernel_size": (3, 3), "padding": "REFLECT"}),
+    ("dilated_same", (2, 9, 8, 4),
+     {"features": 5, "kernel_size": (3, 3), "kernel_dilation": 2}),
+    ("dilated_rect_valid", (2, 9, 8, 4),
+     {"features": 5, "kernel_size": (3, 2), "strides": (2, 1), "kernel_dilation": (1, 3),
+      "padding": "VALID"}),
+    ("grouped", (2, 9, 8, 4),
+     {"features": 6, "kernel_size": (3, 3), "feature_group_count": 2}),
+    ("grouped_dilated_stride2", (2, 9, 8, 4),
+     {"features": 4, "kernel_size": (3, 3), "strides": 2, "kernel_dilation": 2, "padding": 1,
+      "feature_group_count": 2}),
+    ("depthwise", (2, 9, 8, 4),
+     {"features": 4, "kernel_size": (3, 3), "feature_group_count": 4}),
+    ("depthwise_x2_stride2", (2, 9, 8, 4),
+     {"features": 8, "kernel_size": (3, 3), "strides": 2, "padding": 1,
+      "feature_group_count": 4}),
+    ("depthwise_dilated_valid", (2, 9, 8, 4),
+     {"features": 4, "kernel_size": (3, 3), "kernel_dilation": 2, "padding": "VALID",
+      "feature_group_count": 4}),
+    ("depthwise_circular", (2, 9, 8, 4),
+     {"features": 8, "kernel_size": (3, 3), "padding": "CIRCULAR", "feature_group_count": 4}),
+    ("conv1d_causal_dilated", (2, 11, 4),
+     {"features": 5, "kernel_size": (3,), "padding": "CAUSAL", "kernel_dilation": 2}),
+    ("conv1d_stride3", (2, 11, 4), {"features": 5, "kernel_size": 4, "strides": 3}),
+    ("conv3d_grouped", (2, 5, 6, 4, 4),
+     {"features": 6, "kernel_size": (2, 3, 3), "strides": (1, 2, 1),
+      "feature_group_count": 2}),
+    ("no_batch", (7, 7, 4), {"features": 5, "kernel_size": (3, 3), "strides": 2}),
+    ("two_batch_dims", (2, 3, 7, 7, 4),
+     {"features": 4, "kernel_size": (3, 3), "feature_group_count": 4}),
+]
+
+
+def test_im2col_matches_flax_conv():
+  """layers.Conv(implementation='im2col') against flax.linen.Conv itself, both given the same
+  NumPy kernel and bias, over every case of _FLAX_CASES: same parameter shapes, same outputs
+  to float32 rounding. One compiled program for all cases."""
+  rng = np.random.default_rng(11)
+  cases = []
+  for name, shape, fields in _FLAX_CASES:
+    flax_conv = nn.Conv(**fields)
+    im2col_conv = layers.Conv(**fields, implementation="im2col")
+    assert im2col_conv.effective_implementation == "im2col", name
+    x = jnp.asarray(rng.standard_normal(shape), jnp.float32)
+    abstract = jax.eval_shape(flax_conv.init, jax.random.key(0), x)
+    assert jax.tree.map(lambda a: a.shape, jax.eval_shape(
+        im2col_conv.init, jax.random.key(0), x)) == jax.tree.map(lambda a: a.shape, abstract)
+    params = jax.tree.map(
+        lambda a: jnp.asarray(rng.standard_normal(a.shape) / 3, jnp.float32), abstract)
+    cases.append((name, flax_conv, im2col_conv, params, x))
+
+  @jax.jit
+  def outputs(all_params, xs):
+    return [(flax_conv.apply(p, x), im2col_conv.apply(p, x))
+            for (_, flax_conv, im2col_conv, _, _), p, x in zip(cases, all_params, xs)]
+
+  results = outputs([c[3] for c in cases], [c[4] for c in cases])
+  for (name, *_), (expected, actual) in zip(cases, results):
+    assert actual.shape == expected.shape and actual.dtype == expected.dtype, name
+    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5, err_msg=name)
+
+
 def test_conv_without_batch_dimension_and_with_two():
   x = _normal((2, 3, 6, 6, 2), seed=6)
   _assert_same_conv(*_conv_pair(kernel_size=(3, 3)), x)

@@ -159,7 +159,7 @@ def tiny_search_config():
   config.search.binary = ("add", "max")
   config.search.baselines = ("relu(x)", "tanh(x)")
   config.search.budget = 4
-  config.search.population_size = 2
+  config.search.population_size = 4  # one round: one compiled program
   return config
 
 

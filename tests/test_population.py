@@ -62,15 +62,43 @@ def test_vmap_isolates_overflowing_branches():
 
 
 def test_lax_map_runs_only_the_selected_operator():
-  calls = []
-  actbench.register_operator("test_traced", lambda x: calls.append(1) or x, 1, overwrite=True)
-  encoding, codes = population.encode(["test_traced(x)", "relu(x)"])
-  # Tracing sees every branch once; the scalar index then selects one at run time, which
-  # shows in the jaxpr as a `cond` with one branch per operator (not a select of all).
-  jaxpr = jax.make_jaxpr(lambda c: jax.lax.map(lambda row: encoding.apply(row, 1.0), c))(codes)
-  assert "cond" in str(jaxpr)
-  jaxpr_vmapped = jax.make_jaxpr(jax.vmap(lambda row: encoding.apply(row, 1.0)))(codes)
+  traced, runs = [], []
+
+  def operator(x):
+    traced.append(x.shape)  # Python runs at trace time only
+    # At run time: the input this operator actually computes on, once per member evaluating it.
+    jax.debug.callback(lambda v: runs.append(np.asarray(v).tolist()), x)
+    return x
+
+  actbench.register_operator("test_traced", operator, 1, overwrite=True)
+  encoding, codes = population.encode(["test_traced(x)", "relu(x)", "relu(x)", "test_traced(x)"])
+  assert encoding.unary.index("test_traced") != encoding.unary.index("relu")
+  safe = float(actbench.operators.get("test_traced").safe_input)
+  x = jnp.asarray([-2.0, -1.0, 0.5])
+  assert safe not in x.tolist()  # so the inputs below tell the members apart
+  # Tracing sees every branch once, not once per member; the scalar index then selects one at
+  # run time, which shows in the jaxpr as a `cond` with one branch per operator (not a select
+  # of all).
+  jaxpr = jax.make_jaxpr(lambda c: jax.lax.map(lambda row: encoding.apply(row, x), c))(codes)
+  assert "cond" in str(jaxpr) and traced == [(3,)]
+  jaxpr_vmapped = jax.make_jaxpr(jax.vmap(lambda row: encoding.apply(row, x)))(codes)
   assert "cond" not in str(jaxpr_vmapped) and "select_n" in str(jaxpr_vmapped)
+  expected = np.stack([x, jax.nn.relu(x), jax.nn.relu(x), x])
+
+  # Under lax.map the operator runs for the two members that select it, on their input, and
+  # never for the relu members.
+  runs.clear()
+  mapped = jax.jit(lambda c: jax.lax.map(lambda row: encoding.apply(row, x), c))(codes)
+  jax.effects_barrier()
+  assert runs == [x.tolist()] * 2
+  np.testing.assert_array_equal(mapped, expected)
+  # Under vmap it runs for every member: on x for those that select it, on its safe input for
+  # the others; the values are the same.
+  runs.clear()
+  vmapped = jax.jit(jax.vmap(lambda row: encoding.apply(row, x)))(codes)
+  jax.effects_barrier()
+  assert sorted(runs) == sorted([x.tolist()] * 2 + [[safe] * 3] * 2)
+  np.testing.assert_array_equal(vmapped, expected)
 
 
 def test_encode_infers_schema_and_tables():

@@ -21,13 +21,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # and maxima), cheap enough to train every class.
 UNARY = ("zero", "identity", "relu", "tanh", "sigmoid")
 BINARY = ("add", "max")
+BASELINES = ("relu(x)", "tanh(x)", "sigmoid(x)")
+# Every function of the tiny space is finite; this baseline outside it is not (1/0 = +inf at
+# every point), so the `searched` workdir has a class that features must skip.
+NON_FINITE = "reciprocal(zero(x))"
 
 
 def tiny_config(**search_fields):
   config = quickstart.get_config("smoke")
   config.search.unary = UNARY
   config.search.binary = BINARY
-  config.search.baselines = ("relu(x)", "tanh(x)", "sigmoid(x)")
+  config.search.baselines = BASELINES
   config.search.budget = 7
   config.search.population_size = 3
   config.train.num_epochs = 1
@@ -40,10 +44,15 @@ def tiny_config(**search_fields):
   return config
 
 
+def searched_config(**search_fields):
+  """The config of the `searched` workdir: tiny_config with NON_FINITE as a fourth baseline."""
+  return tiny_config(baselines=BASELINES + (NON_FINITE,), **search_fields)
+
+
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("search"))
-  text = modes.run(tiny_config(), workdir)
+  text = modes.run(searched_config(), workdir)
   return workdir, text
 
 
@@ -57,7 +66,8 @@ def test_search_evaluates_baselines_then_surrogate_picks(searched):
   classes, evaluations = _evaluations(workdir)
   assert len(evaluations) == 7
   names = [classes[i][0] for i in evaluations]
-  assert names[:3] == ["relu(x)", "tanh(x)", "sigmoid(x)"]  # baselines first, in order
+  assert names[:4] == list(BASELINES) + [NON_FINITE]  # baselines first, in order
+  assert evaluations[list(evaluations)[3]].status == "failed"  # 1/0 cannot train
   assert len(set(evaluations)) == 7
   for evaluation in evaluations.values():
     assert evaluation.status in ("ok", "failed")
@@ -86,10 +96,15 @@ def test_search_features_cover_the_space_and_skip_non_finite_functions(searched)
   with store.Store(search.store_path(workdir)) as db:
     outputs, have_outputs = db.features(search.OUTPUTS)
     fisher, have_fisher = db.features(search.FISHER)
+    classes = db.classes()
   assert have_outputs.all() and have_fisher.all()
   finite = np.isfinite(outputs).all(axis=1)
+  # The one non-finite class is the NON_FINITE baseline: +inf everywhere, its Fisher row NaN.
+  assert np.flatnonzero(~finite).tolist() == [
+      i for i, members in enumerate(classes) if NON_FINITE in members]
+  assert np.all(outputs[~finite] == np.inf)
   assert np.isfinite(fisher[finite]).mean() > 0.9  # nearly every finite function has some
-  assert np.isnan(fisher[~finite]).all()  # e.g. no reciprocals here, but any would be NaN
+  assert np.isnan(fisher[~finite]).all()
 
 
 def test_search_resumes_and_extends_without_retraining(searched, tmp_path, monkeypatch):
@@ -98,7 +113,7 @@ def test_search_resumes_and_extends_without_retraining(searched, tmp_path, monke
   os.makedirs(copy)
   with store.Store(search.store_path(workdir)) as source, store.Store(
       str(copy / search.STORE_NAME)) as target:
-    target.init_space(tiny_config().search.space, source.classes())
+    target.init_space(searched_config().search.space, source.classes())
     for kind in (search.OUTPUTS, search.FISHER):
       rows, _ = source.features(kind)
       target.put_features(kind, range(len(rows)), rows)
@@ -113,12 +128,13 @@ def test_search_resumes_and_extends_without_retraining(searched, tmp_path, monke
     return real(config, names, *args, **kwargs)
 
   monkeypatch.setattr(train, "train_population", spy)
-  modes.run(tiny_config(budget=9), str(copy))
+  modes.run(searched_config(budget=9), str(copy))
   after = _evaluations(str(copy))[1]
   assert len(after) == 9
   assert list(after)[:7] == list(before)  # kept, in order
   for class_id, evaluation in before.items():
-    assert after[class_id] == evaluation
+    # repr: the failed NON_FINITE baseline's NaN metrics compare equal too.
+    assert repr(after[class_id]) == repr(evaluation)
   assert len(trained) == 1 and len(trained[0]) == 2  # only the two new classes trained
 
 
@@ -210,7 +226,7 @@ def test_benchmark_replay_and_report(tmp_path):
 
 def test_store_of_another_space_is_refused(searched):
   workdir, _ = searched
-  config = tiny_config()
+  config = searched_config()
   config.search.binary = ("add", "mul")
   with pytest.raises(store.StoreError, match="another --workdir"):
     modes.run(config, workdir)
@@ -218,7 +234,7 @@ def test_store_of_another_space_is_refused(searched):
 
 def test_store_of_another_recipe_is_refused(searched):
   workdir, _ = searched
-  config = tiny_config()
+  config = searched_config()
   config.train.learning_rate = 0.5
   with pytest.raises(store.StoreError, match="another training recipe"):
     modes.run(config, workdir)
@@ -234,6 +250,7 @@ def test_recipe_fingerprint_ignores_later_fields_at_their_neutral_values():
   assert search.recipe_fingerprint(config) != search.recipe_fingerprint(older)
 
 
+@pytest.mark.slow  # the launcher's search runs by default in test_readme.py and test_workers.py
 def test_launcher_search_mode_on_the_smoke_config(tmp_path):
   env = dict(os.environ, PYTHONPATH=ROOT)
   args = [sys.executable, "-m", "actbench.main", "--config=configs/quickstart.py:smoke",

@@ -1,6 +1,7 @@
 """Search-space enumeration, functional equivalence and output features."""
 
 import itertools
+import re
 
 import jax
 import jax.numpy as jnp
@@ -9,6 +10,7 @@ import pytest
 
 import actbench
 from actbench.expr import features, operators, space
+from tests import reference
 
 
 @pytest.fixture(scope="module")
@@ -106,11 +108,50 @@ def test_nonfinite_patterns_and_signed_zero():
   assert members_of(classes, "zero(x)") == ["zero(x)", "mul(zero(x),negative(x))"]
 
 
+def _reference_classes(names):
+  """The names' equivalence classes from tests/reference.py's scalar float64 operators,
+  computed as METHOD.md section 2 says: values at the reference points (the legacy generator,
+  seed 0, clipped to [-5, 5]) in float64, rounded to float32; equal when NaN and inf positions
+  and finite values agree, -0 equal to 0. Returns one frozenset of names per class.
+
+  Names of the form binary(unary(x),unary(x)); each unary operator is evaluated once, each
+  binary operator over every pair of unary rows with np.frompyfunc (about 2 s for 5,103 names).
+  """
+  x = np.clip(np.random.RandomState(0).normal(size=1000), -5, 5)
+  parsed = [re.fullmatch(r"(\w+)\((\w+)\(x\),(\w+)\(x\)\)", name).groups() for name in names]
+  unary = sorted({p[1] for p in parsed} | {p[2] for p in parsed})
+  row_of = {name: i for i, name in enumerate(unary)}
+  inner = np.stack([reference.unary(name, x) for name in unary])
+  values = np.empty((len(names), x.size), np.float64)
+  for op in sorted({p[0] for p in parsed}):
+    pairs = [i for i, p in enumerate(parsed) if p[0] == op]
+    with np.errstate(all="ignore"):  # the scalar functions take their own limits
+      table = np.frompyfunc(reference.BINARY[op], 2, 1)(inner[:, None], inner[None, :])
+    table = table.astype(np.float64)
+    values[pairs] = table[[row_of[parsed[i][1]] for i in pairs],
+                          [row_of[parsed[i][2]] for i in pairs]]
+  with np.errstate(over="ignore"):
+    rounded = values.astype(np.float32)  # beyond float32's range: +-inf
+  rounded[rounded == 0] = 0.0  # -0 is 0
+  rounded[np.isnan(rounded)] = np.nan  # one NaN bit pattern
+  keys = rounded.view(np.dtype((np.void, 4 * x.size)))[:, 0]
+  _, inverse = np.unique(keys, return_inverse=True)
+  classes = {}
+  for name, key in zip(names, inverse.ravel().tolist()):
+    classes.setdefault(key, set()).add(name)
+  return {frozenset(members) for members in classes.values()}
+
+
 def test_benchmark_space_classes(benchmark_names, benchmark_classes):
   members = [m for c in benchmark_classes for m in c]
   assert sorted(members) == sorted(benchmark_names)  # a partition
-  # Regression figure: float64 merges more than the paper's float32 accounting (2,913).
-  assert len(benchmark_classes) == 2791
+  # The same partition as an independent float64 reference (scalar operators, NumPy
+  # rounding), hence the same count.
+  expected = _reference_classes(benchmark_names)
+  assert len(benchmark_classes) == len(expected)
+  assert {frozenset(c) for c in benchmark_classes} == expected
+  # Cross-check of the figure: float64 merges more than the paper's float32 accounting (2,913).
+  assert len(expected) == 2791
   firsts = [c[0] for c in benchmark_classes]
   assert len(set(firsts)) == len(firsts)
   # Every class's outputs are identical and differ from every other class's.

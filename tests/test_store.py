@@ -480,3 +480,48 @@ def test_an_empty_file_becomes_a_store(tmp_path):
     s.init_space(SCHEMA, _classes(2))
   with Store(str(path)) as s:
     assert s.num_classes == 2
+
+
+BUSY_WRITER = """
+import sys, threading
+from actbench.search.store import Evaluation, Store, StoreError
+path, n = sys.argv[1], int(sys.argv[2])
+errors, stop = [], threading.Event()
+main = Store(path)
+def beat():  # the search loop's heartbeat: a connection of its own, opened again and again
+  while not stop.is_set():
+    try:
+      with Store(path) as own:
+        own.heartbeat("w", 10)
+    except StoreError as e:
+      errors.append(str(e))
+thread = threading.Thread(target=beat)
+thread.start()
+for i in range(n):
+  main.record(Evaluation(i, "ok", {"a": float(i)}, [], 1.0, "w"))
+stop.set()
+thread.join()
+print(len(errors), errors[:1])
+"""
+
+
+def test_readers_in_other_processes_never_break_a_writer(tmp_path):
+  # Regression: opening the database file to check its header, beside a live connection, drops
+  # that process's POSIX locks; a reader elsewhere then shrank the write-ahead log under it
+  # (SQLITE_IOERR_SHORT_READ, "disk I/O error", a store reported as damaged).
+  path = str(tmp_path / "store.db")
+  with Store(path) as s:
+    s.init_space(SCHEMA, _classes(400))
+  writer = subprocess.Popen([sys.executable, "-c", BUSY_WRITER, path, "400"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  reads = 0
+  while writer.poll() is None:
+    with Store(path) as s:  # what `--config.mode=report` or a test's poll does meanwhile
+      s.evaluations()
+    reads += 1
+  stdout, stderr = writer.communicate()
+  assert writer.returncode == 0, stderr[-2000:]
+  assert stdout.startswith("0 "), stdout
+  assert reads > 10
+  with Store(path) as s:
+    assert len(s.evaluations()) == 400

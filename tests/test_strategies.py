@@ -82,6 +82,30 @@ def test_aquasurf_starts_with_the_baselines(small):
   assert proposed[0] == baselines[4] and not set(proposed[1:]) & set(baselines)
 
 
+def test_aquasurf_fills_a_first_round_beyond_the_baselines_at_random(small):
+  baselines = small.baseline_ids()[:3]
+  limited = Candidates(small.classes, small.outputs, schema=small.schema,
+                       baselines=tuple(small.names[i] for i in baselines))
+  strategy = _make("aquasurf", limited, 0, embedding=_small_embedding(small))
+  first = strategy.propose({}, 6)
+  assert first[:3] == baselines and len(set(first)) == 6
+  eligible = np.flatnonzero(strategy.surrogate.eligible)
+  lowest = [int(i) for i in eligible if i not in baselines][:3]
+  assert first[3:] != lowest  # not by id (the old fill: mul(relu(x),relu(x)), ...)
+  assert set(first[3:]) <= set(eligible.tolist())
+  assert strategy.propose({}, 6) == first  # the same store state: the same proposal
+  others = {tuple(_make("aquasurf", limited, seed, embedding=_small_embedding(small))
+                  .propose({}, 6)[3:]) for seed in range(1, 6)}
+  assert len(others | {tuple(first[3:])}) > 1  # the seed decides the fill
+  # Once anything is evaluated, the surrogate decides.
+  history = {b: 0.5 for b in baselines}
+  predictions = strategy.surrogate.predict(history)
+  picked = strategy.propose(history, 3)
+  rest = [i for i in eligible if i not in history]
+  assert sorted(predictions[picked], reverse=True) == sorted(predictions[rest],
+                                                             reverse=True)[:3]
+
+
 def test_aquasurf_takes_the_highest_prediction_ties_by_id():
   candidates, embedding, _ = _peak(6)
   embedding = np.array([[0.0], [0.1], [0.2], [5.0], [5.1], [5.2]])

@@ -11,7 +11,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from actbench.engine import data, train
+from actbench.engine import data, train, trainer
 from configs import quickstart
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -50,10 +50,15 @@ def test_population_learns_and_reports_every_member(digits):
   json.dumps(result.to_json())  # serializable
 
 
-def test_diverging_member_is_isolated(digits):
-  # One schema, so the diverging member trains inside the same compiled program.
+@pytest.mark.parametrize("strategy", ["map", "vmap"])
+def test_diverging_member_is_isolated(digits, strategy):
+  # One program for all members. Under vmap (the accelerator path) every member evaluates
+  # every operator of the population's tables (here those the names use: a whole space's
+  # would only make the CPU compile slower), and still nothing leaks.
   config = smoke_config()
-  config.population.schema = "unary(unary(x))"
+  config.population.strategy = strategy
+  if strategy == "map":
+    config.population.schema = "unary(unary(x))"
   healthy = train.train_population(
       config, ["relu(identity(x))", "sigmoid(identity(x))", "tanh(identity(x))"], [0],
       dataset=digits)
@@ -107,7 +112,7 @@ def test_map_and_vmap_agree(digits):
                                atol=1e-3, err_msg=name)
 
 
-def test_resume_equals_uninterrupted_run(digits, tmp_path):
+def test_resume_equals_uninterrupted_run(digits, tmp_path, monkeypatch):
   config = smoke_config()
   config.train.num_epochs = 3
   names, seeds = ["relu(x)", "elu(x)"], [0]
@@ -117,7 +122,14 @@ def test_resume_equals_uninterrupted_run(digits, tmp_path):
     train.train_population(config, names, seeds, dataset=digits, workdir=workdir,
                            stop_after_epoch=1)
   assert os.listdir(os.path.join(workdir, "checkpoints"))
+  trained = []  # the epochs the resumed run trains
+  train_epoch = trainer.PopulationTrainer.train_epoch
+  monkeypatch.setattr(trainer.PopulationTrainer, "train_epoch",
+                      lambda self, *args: trained.append(args[-1]) or train_epoch(self, *args))
   resumed = train.train_population(config, names, seeds, dataset=digits, workdir=workdir)
+  assert trained == [1, 2]  # only the epochs after the checkpoint
+  assert resumed.history[0]["resumed_from_epoch"] == 1
+  assert uninterrupted.history[0]["resumed_from_epoch"] == 0
   assert resumed.metrics == uninterrupted.metrics
   assert resumed.history[0]["epochs"] == uninterrupted.history[0]["epochs"]
 

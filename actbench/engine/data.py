@@ -280,6 +280,12 @@ def _carve(source, pool: np.ndarray, validation_size, seed: int) -> tuple[Split,
           Split('validation', source, np.sort(pool[carve[:count]])))
 
 
+def check_name(name: str) -> None:
+  """Raises ValueError unless `name` is a built-in dataset, 'npz:PATH' or 'tfds:NAME'."""
+  if not str(name).startswith(PREFIXES):
+    _spec_and_size(str(name), None)
+
+
 def _spec_and_size(name: str, image_size: int | None) -> tuple[_Spec, int]:
   """The spec of dataset `name` and its network input side, or a ValueError saying what is
   wrong with the arguments."""

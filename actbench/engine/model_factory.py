@@ -24,13 +24,13 @@ import jax.numpy as jnp
 from actbench import models
 from actbench.models import ModelError
 
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
 def _dtype(name: str):
-  if name not in _DTYPES:
-    raise ModelError(f"config.model.dtype must be one of {sorted(_DTYPES)}, got {name!r}")
-  return _DTYPES[name]
+  if name not in DTYPES:
+    raise ModelError(f"config.model.dtype must be one of {sorted(DTYPES)}, got {name!r}")
+  return DTYPES[name]
 
 
 def _tuples(value: Any) -> Any:

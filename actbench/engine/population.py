@@ -87,8 +87,13 @@ def _dual_call(fn, args, pairs: tuple[bool, ...]):
   before, 514 after, compilation 40% shorter; the kernels run about as fast).
   """
   primals = [a[0] if pair else a for a, pair in zip(args, pairs)]
-  tangents = [a[1] if pair else jnp.ones_like(a) for a, pair in zip(args, pairs)]
-  value, tangent = jax.jvp(fn, primals, tangents)
+  value, pullback = jax.vjp(fn, *primals)
+  partials = pullback(jnp.ones_like(value))  # fn is elementwise: its partial derivatives
+  # The chain rule argument by argument; an argument that does not move (derivative 0: a
+  # constant or a flat relu) contributes 0 even where fn's partial is inf or NaN (pow at a
+  # negative base), as reverse mode on the compiled function gives. jvp would give 0 * inf.
+  tangent = sum(jnp.where(a[1] == 0, 0, partial * a[1]) if pair else partial
+                for a, pair, partial in zip(args, pairs, partials))
   return jnp.stack([value, tangent])
 
 

@@ -315,7 +315,8 @@ def _convert(name: str, archive: str, out: str, progress: bool) -> dict[str, int
     return _convert_cifar(tar, layout, out)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+  """Whether a process of this machine with this id is running."""
   if os.name != "posix":  # os.kill would end the process there: assume it is alive
     return True
   try:
@@ -332,7 +333,7 @@ def _remove_stale(parent: str, name: str):
   pattern = re.compile(rf"\.{re.escape(name)}\.tmp-(\d+)-.*")
   for entry in os.listdir(parent):
     match = pattern.fullmatch(entry)
-    if match and not _pid_alive(int(match.group(1))):
+    if match and not pid_alive(int(match.group(1))):
       shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
 
 

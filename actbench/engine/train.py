@@ -45,7 +45,8 @@ class PopulationResult:
   metrics: dict[str, list[float]]  # train/validation/test _loss and _accuracy
   diverged: list[bool]
   runtime_s: list[float]  # the population's wall time shared equally among its members
-  history: list[dict[str, list[float]]] = dataclasses.field(default_factory=list)
+  # Per population group: its members, per-epoch train metrics, and the epoch it resumed from.
+  history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
   def members(self) -> list[dict[str, Any]]:
     rows = []
@@ -105,7 +106,8 @@ def _checkpoint_manager(workdir: str | None, config, names, seeds, source: str):
 
 def _train_group(config, dataset, make_model, encoding, names: list[str], seeds: list[int],
                  workdir: str | None, stop_after_epoch: int | None, progress: bool = False):
-  """Trains one population; returns (metrics, diverged, wall seconds, history)."""
+  """Trains one population; returns (metrics, diverged, wall seconds, history, the epoch it
+  resumed from: 0 unless a checkpoint was found)."""
   codes = encoding.encode(names)
   trainer = trainer_lib.cached_trainer(config, dataset, encoding, make_model)
   size = len(names)
@@ -164,7 +166,7 @@ def _train_group(config, dataset, make_model, encoding, names: list[str], seeds:
   if "validation_loss" in metrics:
     diverged = diverged | ~np.isfinite(metrics["validation_loss"])
   wall = elapsed + time.perf_counter() - start
-  return metrics, diverged.tolist(), wall, history
+  return metrics, diverged.tolist(), wall, history, first_epoch
 
 
 def _epoch_bar(first_epoch: int, num_epochs: int, size: int, progress: bool):
@@ -256,7 +258,7 @@ def train_population(config, activations: Sequence[str], seeds: Sequence[int] = 
   runtime = [0.0] * len(members)
   histories = []
   for encoding, indices in groups:
-    group_metrics, group_diverged, wall, history = _train_group(
+    group_metrics, group_diverged, wall, history, resumed_from = _train_group(
         config, dataset, make_model, encoding, [members[i][0] for i in indices],
         [members[i][1] for i in indices], workdir, stop_after_epoch, progress)
     for name, values in group_metrics.items():
@@ -266,7 +268,7 @@ def train_population(config, activations: Sequence[str], seeds: Sequence[int] = 
     for i, flag in zip(indices, group_diverged):
       diverged[i] = bool(flag)
       runtime[i] = wall / len(indices)
-    histories.append({"members": indices, "epochs": history})
+    histories.append({"members": indices, "epochs": history, "resumed_from_epoch": resumed_from})
   return PopulationResult([m[0] for m in members], [m[1] for m in members], metrics, diverged,
                           runtime, histories)
 

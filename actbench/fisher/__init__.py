@@ -35,7 +35,10 @@ gradients come from one backward pass of the summed loss.
 
 `published_shift=True` reproduces the constant shifts of the published Act-Bench features: the
 loss is a batch mean (G / B^2) and a Dense layer's A and G are divided by its input width + 1
-instead of by B; so conv log-eigenvalues shift by -2 log B and dense ones by -2 log(d_in + 1).
+instead of by their count; so conv log-eigenvalues shift by -2 log B and dense ones by
+-2 log(d_in + 1) on (B, d) inputs, and by log T - 2 log(d_in + 1) on (B, T, d) inputs (T
+tokens per example, as in the attention and MLP layers of MobileViTv2 and CoAtNet; the
+published files, of convolutional networks, cannot tell which convention they would use).
 
     from actbench import fisher
     factors = fisher.kfac_factors(model, variables, images, labels)

@@ -22,6 +22,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import socket
 import threading
@@ -32,9 +33,10 @@ from absl import logging
 import jax
 import numpy as np
 
-from actbench.engine import model_factory, population, train
+from actbench.engine import model_factory, population, prepare, train
 from actbench.expr import features, operators, space
 from actbench.expr.expression import ExpressionError
+from actbench.search import journal, recovery
 from actbench.search import store as store_lib
 from actbench.search import strategies, surrogate
 
@@ -277,7 +279,20 @@ def _broadcast_ids(ids: list[int], size: int) -> list[int]:
 
 
 def default_worker() -> str:
-  return f"{socket.gethostname()}-{jax.process_index()}"
+  """This process's name in the store: host, JAX process index and pid, so that every process
+  is a worker of its own (two searches on one host never share claims or checkpoints)."""
+  return f"{socket.gethostname()}:p{jax.process_index()}:pid{os.getpid()}"
+
+
+_DEFAULT_WORKER = re.compile(r"(?P<host>.+):p\d+:pid(?P<pid>\d+)")
+
+
+def is_dead_worker(worker: str) -> bool:
+  """Whether `worker` is a default-named worker of this host whose process has ended (a killed
+  search): its claims are taken over at once instead of after config.search.claim_ttl_s."""
+  match = _DEFAULT_WORKER.fullmatch(worker)
+  return bool(match and match["host"] == socket.gethostname()
+              and not prepare.pid_alive(int(match["pid"])))
 
 
 def run(config, workdir: str, *, exhaustive: bool = False, progress: bool = True,
@@ -305,6 +320,8 @@ def run(config, workdir: str, *, exhaustive: bool = False, progress: bool = True
     # on a shared workdir); only process 0 claims and records.
     db.init_space(cfg.space, space_classes(config))
     check_recipe(db, config, dataset, make_model)
+    if lead and db.replay_journal():  # results a killed process journaled but never committed
+      logging.info("replayed evaluations from %s", db.journal_path)
     classes = db.classes()
     names = trainable_names(classes, schema)
     candidates = compute_features(train_config, db, names, dataset, make_model=make_model,
@@ -320,17 +337,18 @@ def run(config, workdir: str, *, exhaustive: bool = False, progress: bool = True
       ids = []
       if lead:
         history = history_of(db)
-        want = min(per_round, total - len(history))
+        others = {c for c, w in db.claimed_ids().items()
+                  if w != worker and not is_dead_worker(w)}
+        want = min(per_round, total - len(history) - len(others))  # others' count too
         if want > 0:
-          others = {c for c, w in db.claimed_ids().items() if w != worker}
           if exhaustive:
             proposal = [i for i in range(len(classes)) if i not in history and i not in others]
           else:
             proposal = strategy.propose(history, want, exclude=others)
-          ids = db.claim(proposal, want, worker, ttl)
+          ids = db.claim(proposal, want, worker, ttl, dead=is_dead_worker)
           if not ids and db.claimed_ids():
             logging.info("every remaining class is claimed by other workers; waiting")
-            time.sleep(min(ttl, 30.0))
+            time.sleep(min(ttl, 5.0))
             continue
       ids = _broadcast_ids(ids, per_round)
       if not ids:
@@ -341,6 +359,22 @@ def run(config, workdir: str, *, exhaustive: bool = False, progress: bool = True
       bar.update(len(ids))
     bar.close()
     return SearchSummary(classes, db.evaluations(), candidates, layout)
+
+
+def recover(config, workdir: str) -> dict:
+  """`--config.mode=recover`: a damaged store rebuilt for config's space from its journal and
+  what the file still holds (recovery.rebuild); an intact one gets any journaled evaluation
+  it lacks. Returns what was done."""
+  path = store_path(workdir)
+  if not os.path.exists(path) and not os.path.exists(journal.path_of(path)):
+    raise ValueError(f"nothing to recover in {workdir}: no {STORE_NAME} and no journal")
+  if not recovery.is_damaged(path):
+    with store_lib.Store(path) as db:
+      db.init_space(config.search.space, space_classes(config))
+      return {"intact": True, "from_journal": db.replay_journal()}
+  report = recovery.rebuild(path, config.search.space, space_classes(config),
+                            recipe=recipe_fingerprint(config))
+  return {"intact": False, **report}
 
 
 @contextlib.contextmanager

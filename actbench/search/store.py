@@ -14,6 +14,9 @@ so the fsync costs nothing next to the hours of training a lost result would cos
 
 Feature rows are little-endian float32 BLOBs, their length checked on read; metrics are JSON
 with non-finite floats tagged, so that NaN and inf survive. Nothing read back is evaluated.
+
+Every evaluation is also appended to a journal beside the file (journal.py) before it is
+committed: a damaged file is rebuilt from it with `--config.mode=recover` (recovery.py).
 """
 
 from __future__ import annotations
@@ -27,9 +30,11 @@ import operator
 import os
 import sqlite3
 import time
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
+
+from actbench.search import journal
 
 APPLICATION_ID = 0x41435442  # b'ACTB': SQLite's header field for "which program's file is this"
 FORMAT_VERSION = 1  # kept in PRAGMA user_version; bump on any change of the tables below
@@ -98,15 +103,19 @@ def space_digest(schema: str, classes: list[list[str]]) -> str:
   return hashlib.sha256(payload.encode()).hexdigest()
 
 
-def _check_header(path: str) -> None:
-  """Refuses a file that is not SQLite before sqlite3 reports it as an I/O puzzle."""
-  if not os.path.exists(path) or os.path.getsize(path) == 0:
-    return  # SQLite creates the database in an empty file
-  with open(path, "rb") as f:
-    head = f.read(len(_SQLITE_HEADER))
-  if head != _SQLITE_HEADER:
-    raise StoreError(f"{path} is not an actbench store: not an SQLite database "
-                     f"(it starts with {head[:8]!r}); use another --workdir or remove it")
+def _foreign_header(path: str) -> str | None:
+  """What the file starts with, when that is not SQLite's header (None otherwise).
+
+  Read only after SQLite has refused the file: opening and closing a database file beside a
+  live SQLite connection of this process would drop that connection's POSIX locks (a close
+  releases all of a process's locks on the file), so that other processes could checkpoint
+  and shrink the write-ahead log under it."""
+  try:
+    with open(path, "rb") as f:
+      head = f.read(len(_SQLITE_HEADER))
+  except OSError:
+    return None
+  return None if head == _SQLITE_HEADER else repr(head[:8])
 
 
 class Store:
@@ -123,8 +132,8 @@ class Store:
       StoreError: the file is not an actbench store, is damaged or of another format version.
     """
     self.path = os.fspath(path)
+    self.journal_path = journal.path_of(self.path)
     os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-    _check_header(self.path)
     self._timeout_s = timeout_s
     self._num_classes: int | None = None
     self._db = None
@@ -161,10 +170,15 @@ class Store:
     try:
       yield
     except sqlite3.Error as e:
+      head = _foreign_header(self.path) if "not a database" in str(e) else None
+      if head is not None:
+        raise StoreError(f"{self.path} is not an actbench store: not an SQLite database (it "
+                         f"starts with {head}); use another --workdir or remove it") from e
       if "locked" in str(e) or "busy" in str(e):
         hint = f"another process held it for over {self._timeout_s:g} s"
       else:
-        hint = "a damaged or foreign file: use another --workdir or remove it"
+        hint = ("a damaged or foreign file: run the same command with --config.mode=recover "
+                "to rebuild it from its journal, or use another --workdir")
       raise StoreError(f"{self.path}: {doing}: {type(e).__name__}: {e} ({hint})") from e
 
   @contextlib.contextmanager
@@ -211,7 +225,9 @@ class Store:
     # Reads every page: a truncated or overwritten file fails here, not mid-search.
     problems = [row[0] for row in self._db.execute("PRAGMA quick_check(5)")]
     if problems != ["ok"]:
-      raise StoreError(f"{self.path}: the store is damaged: {'; '.join(problems)}")
+      raise StoreError(f"{self.path}: the store is damaged: {'; '.join(problems)}. Run the same "
+                       "command with --config.mode=recover to rebuild it: every evaluation is "
+                       f"kept in {journal.path_of(self.path)}")
 
   def _pragma(self, name: str) -> int:
     return self._db.execute(f"PRAGMA {name}").fetchone()[0]
@@ -365,11 +381,13 @@ class Store:
 
   # -- claims -----------------------------------------------------------------------------
 
-  def claim(self, candidates: Iterable[int], k: int, worker: str, ttl_s: float) -> list[int]:
+  def claim(self, candidates: Iterable[int], k: int, worker: str, ttl_s: float, *,
+            dead: Callable[[str], bool] | None = None) -> list[int]:
     """Claims up to k unevaluated classes from `candidates` (best first) for `worker`.
 
-    A class claimed by another worker is skipped until its claim expires (a dead worker's
-    claims are then taken over). Classes this worker already holds come first, so that a
+    A class claimed by another worker is skipped until its claim expires, or at once when
+    `dead(owner)` says that worker has ended (a killed process on this machine); its claims
+    are then taken over. Classes this worker already holds come first, so that a
     worker restarted under the same name resumes its unfinished classes instead of leaving
     them claimed (its heartbeat would keep them from ever expiring); the rest follow in
     candidate order. One IMMEDIATE transaction: concurrent workers never get the same class.
@@ -386,7 +404,8 @@ class Store:
       open_ids = [i for i in ids if i not in done]
       own = [i for i in open_ids if held.get(i, ("",))[0] == worker]
       free = [i for i in open_ids
-              if i not in held or (held[i][0] != worker and held[i][1] <= now)]
+              if i not in held or (held[i][0] != worker and (
+                  held[i][1] <= now or (dead is not None and dead(held[i][0]))))]
       chosen = set((own + free)[:max(k, 0)])
       granted = [i for i in ids if i in chosen]
       db.executemany("INSERT OR REPLACE INTO claims VALUES (?, ?, ?)",
@@ -414,8 +433,9 @@ class Store:
 
   # -- evaluations ------------------------------------------------------------------------
 
-  def record(self, evaluation: Evaluation) -> bool:
-    """Records an evaluation and drops its class's claim, in one transaction.
+  def record(self, evaluation: Evaluation, *, journaled: bool = False) -> bool:
+    """Records an evaluation and drops its class's claim, in one transaction, appending it to
+    the journal first (unless it comes from there: `journaled`).
 
     Returns:
       False, recording nothing, if the class already has an evaluation (the first stays).
@@ -429,12 +449,34 @@ class Store:
     with self._transaction("cannot record an evaluation") as db:
       if db.execute("SELECT 1 FROM evaluations WHERE class_id = ?", (class_id,)).fetchone():
         return False
+      if not journaled:  # inside the write lock: the journal's order is the store's
+        (name,) = db.execute("SELECT name FROM classes WHERE class_id = ?",
+                             (class_id,)).fetchone()
+        journal.append(self.journal_path, {
+            "class_id": class_id, "name": name, "status": evaluation.status,
+            "metrics": metrics, "per_seed": per_seed,
+            "runtime_s": float(evaluation.runtime_s), "worker": evaluation.worker,
+            "finished_at": finished_at})
       db.execute("INSERT INTO evaluations (class_id, status, metrics, per_seed, runtime_s, "
                  "worker, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                  (class_id, evaluation.status, metrics, per_seed, float(evaluation.runtime_s),
                   evaluation.worker, finished_at))
       db.execute("DELETE FROM claims WHERE class_id = ?", (class_id,))
     return True
+
+  def replay_journal(self) -> int:
+    """Records the journal's evaluations the store lacks (a process killed between the journal
+    and the commit); returns how many. Lines of another space (names differ) are skipped."""
+    classes = self.classes()
+    replayed = 0
+    for record in journal.read(self.journal_path):
+      class_id = record["class_id"]
+      if not 0 <= class_id < len(classes) or classes[class_id][0] != record.get("name"):
+        continue
+      evaluation = evaluation_from_record(record)
+      if evaluation is not None and self.record(evaluation, journaled=True):
+        replayed += 1
+    return replayed
 
   def evaluations(self) -> dict[int, Evaluation]:
     """Every evaluation, keyed by class id, in the order they were recorded."""
@@ -453,3 +495,14 @@ class Store:
 
   def evaluated_ids(self) -> set[int]:
     return {row[0] for row in self._select("SELECT class_id FROM evaluations")}
+
+
+def evaluation_from_record(record: dict) -> Evaluation | None:
+  """The Evaluation of a journal record (see `Store.record`), or None when it is damaged."""
+  try:
+    metrics = {key: float(value) for key, value in _from_json(record["metrics"]).items()}
+    return Evaluation(int(record["class_id"]), str(record["status"]), metrics,
+                      list(_from_json(record["per_seed"])), float(record["runtime_s"]),
+                      str(record.get("worker", "")), float(record["finished_at"]))
+  except (KeyError, ValueError, TypeError, AttributeError):
+    return None

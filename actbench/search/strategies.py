@@ -74,7 +74,10 @@ class RandomSearch:
 
 class AquaSurf:
   """Baselines first (those not yet evaluated), then the unevaluated eligible classes with the
-  highest k-NN predictions, ties broken by class id (METHOD.md section 4).
+  highest k-NN predictions, ties broken by class id (METHOD.md section 4). Before any
+  evaluation the surrogate knows nothing: a round with room beyond the baselines fills it with
+  random eligible classes (drawn from the seed and the number evaluated, so a restarted search
+  proposes the same), never by id.
 
   `embedding` is a surrogate.embed array or a Surrogate. Without one, the candidates are
   embedded with random_state 42 + seed (the paper's 42 for seed 0): a seed changes the
@@ -94,6 +97,7 @@ class AquaSurf:
     self.surrogate = embedding
     self.baselines = candidates.baseline_ids()
     self.neighbors, self.failure_value = neighbors, failure_value
+    self.seed = seed
 
   def propose(self, history, k, *, exclude=()) -> list[int]:
     _check_k(k)
@@ -102,13 +106,16 @@ class AquaSurf:
     if len(result) == k:
       return result
     taken.update(result)
-    predictions = self.surrogate.predict(history, k=self.neighbors,
-                                          failure_value=self.failure_value)
     open_ = self.surrogate.eligible.copy()
     open_[list(taken)] = False
     rows = np.flatnonzero(open_)
-    # A stable sort of ascending ids keeps the lowest id first among equal predictions.
-    order = rows[np.argsort(-predictions[rows], kind="stable")]
+    if not any(self.surrogate.eligible[i] for i in history):  # nothing to regress on yet
+      order = np.random.default_rng([self.seed, len(history)]).permutation(rows)
+    else:
+      predictions = self.surrogate.predict(history, k=self.neighbors,
+                                            failure_value=self.failure_value)
+      # A stable sort of ascending ids keeps the lowest id first among equal predictions.
+      order = rows[np.argsort(-predictions[rows], kind="stable")]
     return result + order[:k - len(result)].tolist()
 
 

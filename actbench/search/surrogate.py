@@ -81,10 +81,20 @@ def eligible(candidates: Candidates, feature_set: str = "union") -> np.ndarray:
 
 def _neighbors(data: np.ndarray, n_neighbors: int, metric: str):
   """Exact k nearest neighbours (each point first, at distance 0), as UMAP.fit computes them
-  for small data; exact search keeps the graph deterministic and independent of the seed."""
-  from sklearn.neighbors import NearestNeighbors  # pylint: disable=import-outside-toplevel
-  search = NearestNeighbors(n_neighbors=n_neighbors, algorithm="brute", metric=metric)
-  distances, indices = search.fit(data).kneighbors(data)
+  for small data: from sklearn's pairwise distances, which set each point's distance to itself
+  to exactly 0 (a k-NN search's euclidean shortcut |x|^2 - 2xy + |y|^2 leaves rounding there,
+  which UMAP would take for the nearest neighbour's distance). Exact search keeps the graph
+  deterministic and independent of the seed; chunks keep memory at a few rows of distances."""
+  from sklearn.metrics import pairwise_distances_chunked  # pylint: disable=import-outside-toplevel
+
+  def nearest(chunk, start):
+    del start
+    order = np.argsort(chunk, axis=1, kind="stable")[:, :n_neighbors]
+    return order, np.take_along_axis(chunk, order, axis=1)
+
+  parts = list(pairwise_distances_chunked(data, metric=metric, reduce_func=nearest))
+  indices = np.concatenate([order for order, _ in parts])
+  distances = np.concatenate([dist for _, dist in parts])
   return indices.astype(np.int32), distances.astype(np.float32)
 
 

@@ -1,0 +1,171 @@
+"""Kill -9 trials of a real search: no evaluation lost, none repeated, the killed population
+resumed from its checkpoint.
+
+    python -m bench.kill_trials --trials=20
+
+Each trial starts `python -m actbench.main` on the quickstart smoke search of a tiny space
+(3 populations of 3 functions, 4 epochs each), SIGKILLs it at a random moment of its run,
+restarts the same command to completion, and checks the store: every evaluation recorded
+before the kill is still there, unchanged; every class of the budget is evaluated exactly
+once; and a population killed mid-training resumed from its last checkpoint. Prints one line
+per trial and the totals. tests/test_workers.py runs the same helpers at chosen moments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+UNARY = ("zero", "identity", "relu", "tanh", "sigmoid")
+BINARY = ("add", "max")
+BUDGET, POPULATION, EPOCHS = 9, 3, 4
+
+
+def command(workdir: str, *extra: str) -> list[str]:
+  """The search every trial runs (and restarts)."""
+  return [sys.executable, "-m", "actbench.main", "--config=configs/quickstart.py:smoke",
+          f"--workdir={workdir}", f"--config.search.unary={UNARY!r}",
+          f"--config.search.binary={BINARY!r}",
+          "--config.search.baselines=('relu(x)','tanh(x)','sigmoid(x)')",
+          f"--config.search.budget={BUDGET}", f"--config.search.population_size={POPULATION}",
+          f"--config.train.num_epochs={EPOCHS}", "--config.train.batch_size=16",
+          "--config.fisher.batch_size=64",
+          "--config.surrogate.features=raw",  # k-NN on the features: no UMAP, a faster start
+          *extra]
+
+
+def start(workdir: str, log_path: str, *extra: str) -> subprocess.Popen:
+  env = dict(os.environ, PYTHONPATH=ROOT)
+  with open(log_path, "w", encoding="utf-8") as log:
+    return subprocess.Popen(command(workdir, *extra), cwd=ROOT, env=env, stdout=log,
+                            stderr=subprocess.STDOUT)
+
+
+def evaluations(workdir: str) -> dict[int, tuple]:
+  """Class id -> (status, metrics, finished_at, worker) of every evaluation in the store."""
+  from actbench import search  # pylint: disable=import-outside-toplevel
+  from actbench.search import store  # pylint: disable=import-outside-toplevel
+  path = search.store_path(workdir)
+  if not os.path.exists(path):
+    return {}
+  try:
+    with store.Store(path) as db:
+      return {i: (e.status, e.metrics, e.finished_at, e.worker)
+              for i, e in db.evaluations().items()}
+  except store.StoreError:  # created this instant, or being created
+    return {}
+
+
+def checkpoint_epochs(workdir: str) -> list[int]:
+  """The saved epochs of every population checkpoint in the workdir."""
+  root = os.path.join(workdir, "checkpoints")
+  if not os.path.isdir(root):
+    return []
+  return [int(step) for population in os.listdir(root)
+          for step in os.listdir(os.path.join(root, population)) if step.isdigit()]
+
+
+def kill(process: subprocess.Popen) -> None:
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+
+
+def finish(workdir: str, log_path: str, timeout_s: float = 600) -> str:
+  """Runs the search to completion; its log."""
+  process = start(workdir, log_path)
+  process.wait(timeout=timeout_s)
+  with open(log_path, encoding="utf-8", errors="replace") as f:
+    log = f.read()
+  if process.returncode != 0:
+    raise RuntimeError(f"the restarted search failed ({process.returncode}):\n{log[-3000:]}")
+  return log
+
+
+def resumed_epochs(log: str) -> list[tuple[int, int]]:
+  """(epoch resumed from, epochs trained after it) of every population a run resumed."""
+  result = []
+  for match in re.finditer(r"Resumed population \S+ from epoch (\d+)", log):
+    after = log[match.end():]
+    following = re.findall(r"epoch (\d+)/(\d+): median", after)
+    start_epoch, trained = int(match.group(1)), 0
+    for epoch, total in following:
+      if int(epoch) != start_epoch + trained + 1:
+        break
+      trained += 1
+      if int(epoch) == int(total):
+        break
+    result.append((start_epoch, trained))
+  return result
+
+
+def trained_names(log: str) -> list[str]:
+  """Every function a run's log says it trained."""
+  return [name for names in re.findall(r"training \d+ functions x \d+ seeds: (.*)", log)
+          for name in names.strip().split(", ")]
+
+
+def class_names(workdir: str) -> list[str]:
+  from actbench import search  # pylint: disable=import-outside-toplevel
+  from actbench.search import store  # pylint: disable=import-outside-toplevel
+  with store.Store(search.store_path(workdir)) as db:
+    return [members[0] for members in db.classes()]
+
+
+def check(workdir: str, before: dict, log: str) -> list[str]:
+  """What went wrong between the store at the kill and after the restart ([] if nothing):
+  an evaluation lost or changed, a class trained again, the budget not met."""
+  after, names = evaluations(workdir), class_names(workdir)
+  problems = []
+  lost = [i for i in before if i not in after or after[i] != before[i]]
+  if lost:
+    problems.append(f"evaluations lost or changed: {lost}")
+  again = sorted(set(trained_names(log)) & {names[i] for i in before})
+  if again:
+    problems.append(f"trained again after the restart: {again}")
+  if len(after) != BUDGET:
+    problems.append(f"{len(after)} classes evaluated, the budget is {BUDGET}")
+  return problems
+
+
+def trial(seed: int, root: str, run_s: float) -> tuple[float, dict, list[str], list]:
+  """One kill at a random moment of a run of about `run_s` seconds."""
+  rng = random.Random(seed)
+  workdir = tempfile.mkdtemp(prefix=f"trial{seed}-", dir=root)
+  process = start(workdir, os.path.join(workdir, "killed.log"))
+  moment = rng.uniform(0.0, run_s)
+  time.sleep(moment)
+  kill(process)
+  before = evaluations(workdir)
+  log = finish(workdir, os.path.join(workdir, "restarted.log"))
+  return moment, before, check(workdir, before, log), resumed_epochs(log)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--trials", type=int, default=20)
+  args = parser.parse_args()
+  root = tempfile.mkdtemp(prefix="actbench-kill-")
+  begin = time.perf_counter()
+  finish(os.path.join(root, "reference"), os.path.join(root, "reference.log"))
+  run_s = time.perf_counter() - begin
+  print(f"an uninterrupted run takes {run_s:.1f} s; killing at random moments in it")
+  failures = 0
+  for seed in range(args.trials):
+    moment, before, problems, resumed = trial(seed, root, run_s)
+    failures += bool(problems)
+    print(f"trial {seed:2d}: killed at {moment:5.1f} s with {len(before)} evaluations recorded; "
+          f"resumed populations (from epoch, epochs trained) {resumed}; "
+          f"{'; '.join(problems) or 'nothing lost or repeated'}")
+  print(f"{args.trials} trials, {failures} with an evaluation lost or repeated")
+
+
+if __name__ == "__main__":
+  main()
