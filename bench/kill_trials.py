@@ -124,7 +124,7 @@ def check(workdir: str, before: dict, log: str) -> list[str]:
   an evaluation lost or changed, a class trained again, the budget not met."""
   after, names = evaluations(workdir), class_names(workdir)
   problems = []
-  lost = [i for i in before if i not in after or after[i] != before[i]]
+  lost = [i for i in before if i not in after or repr(after[i]) != repr(before[i])]  # NaN
   if lost:
     problems.append(f"evaluations lost or changed: {lost}")
   again = sorted(set(trained_names(log)) & {names[i] for i in before})

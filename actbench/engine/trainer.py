@@ -184,6 +184,11 @@ class PopulationTrainer:
   def put_shared(self, array: np.ndarray) -> jax.Array:
     return _global_array(np.asarray(array), self.replicated)
 
+  def train_program(self):
+    """The jitted training chunk, (state, codes, seeds, images, labels, first_step) ->
+    (state, totals): for benchmarks that compile it ahead of time and analyse it."""
+    return self._train_chunk
+
   def init(self, seeds: Sequence[int]):
     """Initial state of every member (parameters, batch statistics, optimizer state).
 
