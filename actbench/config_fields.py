@@ -56,16 +56,18 @@ def _unknown(config, known, path: str) -> list[str]:
 def _choices() -> dict[str, tuple]:
   """Fields that name one of a few things: dotted path -> the allowed values."""
   # pylint: disable=import-outside-toplevel  # the stages' own lists; the launcher sits above
-  from actbench.engine import model_factory, objectives, optim, population
-  from actbench.fisher import experiment, kfac
+  from actbench.engine import model_factory, objectives, optim, population, train
+  from actbench.fisher import experiment, kfac, spectrum
   from actbench.models import layers
   from actbench.search import strategies, surrogate
   return {
       "population.strategy": population.STRATEGIES, "fisher.method": experiment.METHODS,
-      "fisher.type": kfac.FISHER_TYPES, "search.strategy": tuple(strategies.STRATEGIES),
+      "fisher.type": kfac.FISHER_TYPES, "fisher.floor_mode": spectrum.FLOOR_MODES,
+      "search.strategy": tuple(strategies.STRATEGIES),
       "surrogate.features": surrogate.FEATURE_SETS, "train.optimizer": optim.OPTIMIZERS,
       "train.schedule": optim.SCHEDULES, "train.loss": objectives.LOSSES,
-      "train.weight_decay_on": ("all", "kernels"), "model.dtype": tuple(model_factory.DTYPES),
+      "train.weight_decay_on": ("all", "kernels"), "train.divergence": train.DIVERGENCE_RULES,
+      "model.dtype": tuple(model_factory.DTYPES),
       "model.conv_implementation": layers.IMPLEMENTATIONS,
       "replay.strategies": tuple(strategies.STRATEGIES),
       "replay.quality_features": surrogate.FEATURE_SETS,

@@ -10,7 +10,8 @@ the text to print. Everything a mode writes goes to the workdir (process 0 only)
   benchmark  train every class of the space and write a benchmark table in the Act-Bench format
              (config.benchmark.table, plus its columnar cache), with the search outputs.
   replay     replay search strategies on a benchmark table (config.replay): replay.json,
-             search_curves.png, surrogate_quality.png.
+             replay-summary.json, search_curves.png, surrogate_quality.png; UMAP layouts are
+             kept in layouts/ for the next replay.
   report     rewrite the leaderboard and figures from what the workdir holds, without training.
   recover    rebuild a damaged search.sqlite from its journal of evaluations.
 """
@@ -166,8 +167,11 @@ def run_replay(config, workdir):
   accuracies = table.accuracy("validation")
   result = replay.replay(candidates, accuracies, strategies=tuple(cfg.strategies),
                          seeds=range(int(cfg.seeds)), budget=int(cfg.budget),
+                         tie=float(cfg.get("tie", 0.0)),
+                         layout_cache=os.path.join(workdir, "layouts") if workdir else None,
                          feature_set=config.surrogate.features, progress=True,
-                         strategy_options={"evolution": {"choices": choices}})
+                         strategy_options={"evolution": {"choices": choices},
+                                           "aquasurf-local": {"choices": choices}})
   lines = [f"replay of {len(table)} functions from {table_path}: {int(cfg.seeds)} seeds, "
            f"budget {int(cfg.budget)}"]
   summary = result.summary()
@@ -181,9 +185,15 @@ def run_replay(config, workdir):
       if sizes:
         quality[feature_set] = surrogate.quality(layout, accuracies, sizes,
                                                  seeds=range(int(cfg.seeds)))
-    report.write_json({"table": table_path, "replay": result.to_json(),
-                       "quality": _jsonable(quality)},
-                      os.path.join(workdir, "replay.json"))
+    saved = {"table": table_path, "replay": result.to_json(), "quality": _jsonable(quality)}
+    report.write_json(saved, os.path.join(workdir, "replay.json"))
+    # The figures without the per-seed arrays: small enough to keep beside a report.
+    brief = {key: value for key, value in saved["replay"].items() if key != "strategies"}
+    medians = {name: {key: values[key] for key in ("train_sizes", "spearman_median",
+                                                   "kendall_median")}
+               for name, values in saved["quality"].items()}
+    report.write_json({"table": table_path, "replay": brief, "quality": medians},
+                      os.path.join(workdir, "replay-summary.json"))
     _replay_figures(workdir, result, quality, float(np.nanmax(accuracies)))
   return "\n".join(lines)
 
@@ -238,10 +248,15 @@ def run_report(config, workdir):
     if os.path.exists(replay_path):
       with open(replay_path, encoding="utf-8") as f:
         saved = json.load(f)
+    previous = None
+    if config.report.get("previous_table", ""):
+      with open(config.report.previous_replay, encoding="utf-8") as f:
+        previous = {"label": config.report.get("previous_label", "previous"),
+                    "table": tables.load(config.report.previous_table), "replay": json.load(f)}
     texts.append("wrote " + document.write(
         tables.load(table_path), saved, document_path, title=config.report.title,
-        introduction=[config.report.introduction],
-        discussion=[config.report.get("discussion", "")]))
+        introduction=[config.report.introduction, config.report.get("recipe", "")],
+        discussion=[config.report.get("discussion", "")], previous=previous))
   if not texts:
     raise ValueError(f"nothing to report in {workdir}: no search.sqlite and no replay.json")
   return "\n".join(texts)

@@ -24,6 +24,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.dataset.image_size = 0  # network input side for ImageNet-like data (0 = default)
   config.dataset.image_key = "image"  # tfds:NAME datasets: the feature holding the image...
   config.dataset.label_key = "label"  # ...and the one holding the class label
+  # k >= 2: k-fold cross-validation over train + validation (every example validates once; a
+  # run per fold, accuracies averaged); 0: the validation split as carved
+  config.dataset.folds = 0
 
   config.model = ml_collections.ConfigDict()
   # a name in actbench.models.MODELS (or registered), or an import path "package.module:Factory"
@@ -48,6 +51,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.train.warmup_epochs = 0.0  # linear warm-up length
   config.train.warmup_learning_rate = 0.0  # warm-up start
   config.train.grad_clip_norm = 0.0  # global gradient-norm clip (0: none)
+  # how a diverged run (seed, fold) counts: fail (the function fails if any run does) |
+  # chance (it scores chance accuracy; the function fails only if every run does)
+  config.train.divergence = "fail"
   config.train.loss = "softmax_cross_entropy"  # | sigmoid_binary_cross_entropy (per class)
   config.train.label_smoothing = 0.0  # softmax cross-entropy label smoothing
   config.train.target_threshold = 0.0  # binary cross-entropy: targets > this become 1 (0: soft)
@@ -73,6 +79,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.fisher.batch_size = 128  # one training batch (epoch 0's first, no augmentation)
   config.fisher.type = "empirical"  # kfac: empirical (true labels) | sampled (model's labels)
   config.fisher.seed = 0  # initialization (and sampled labels)
+  # kfac: factor eigenvalues below this fraction of the factor's largest (0: keep all > 0)...
+  config.fisher.eigenvalue_floor = 0.0
+  config.fisher.floor_mode = "drop"  # ... are dropped | clamp (raised to it)
   config.fisher.published_shift = False  # kfac: the constant shifts of published Act-Bench files
   config.fisher.batch_chunk = 32  # examples per pass: bounds memory (0: the whole batch)
   config.fisher.lanczos_probes = 16  # lanczos: Rademacher probes averaged
@@ -104,6 +113,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.replay.strategies = ("aquasurf", "random", "evolution")  # compared strategies
   config.replay.seeds = 20  # replays per strategy (seeds 0..n-1)
   config.replay.budget = 100  # functions each replay evaluates
+  config.replay.tie = 0.0  # a function this close to the best accuracy counts as the best
   config.replay.quality_features = ("union", "outputs", "fisher", "raw")  # surrogate ablations
   config.replay.quality_sizes = (25, 50, 100, 200, 400)  # training-set sizes of the quality test
 
@@ -112,7 +122,11 @@ def base_config() -> ml_collections.ConfigDict:
   config.report.document = ""  # mode report: a Markdown report of the workdir's benchmark
   config.report.title = "Benchmark report"  # ... its title
   config.report.introduction = ""  # ... its first paragraph (Markdown)
+  config.report.recipe = ""  # ... how the table was trained and why (after the introduction)
   config.report.discussion = ""  # ... and what the targets' figures mean, after them
+  config.report.previous_table = ""  # ... an earlier version's table, its figures beside these
+  config.report.previous_replay = ""  # ... its mode replay's replay-summary.json
+  config.report.previous_label = "previous"  # ... and how the report names it
   return config
 
 

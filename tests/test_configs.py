@@ -15,7 +15,7 @@ from configs import common
 
 TASK_CONFIGS = ["cnn", "resnet", "vit", "cifar100_allcnnc", "cifar100_resnet56",
                 "imagenet_resnet50", "imagenet_mobilevit", "imagenet_coatnet"]
-ALL_CONFIGS = ["quickstart", "digits_bench"] + TASK_CONFIGS
+ALL_CONFIGS = ["quickstart", "digits_bench", "digits_bench_v1"] + TASK_CONFIGS
 
 
 def _config(name, arg=""):
@@ -122,9 +122,10 @@ def smoke_datasets(smoke_tfds_dir):
 # covers CIFAR-100); cnn's trains from prepared files in test_prepare.py; ResNet-50's and
 # CoAtNet-0's training steps run in test_imagenet_models.py and test_coatnet.py, bfloat16 in
 # test_train.py, their recipes' pieces (AdamW, RandAugment, mixup, schedules) in vit's smoke run
-# and this file's recipe tests, and CoAtNet's smoke Fisher features below.
+# and this file's recipe tests, and CoAtNet's smoke Fisher features below; cifar100_resnet56 is
+# resnet's deeper, with CIFAR-100's classes (loaded in test_data.py).
 SLOW_SMOKE = ("imagenet_mobilevit", "cifar100_allcnnc", "cnn", "imagenet_resnet50",
-              "imagenet_coatnet")
+              "imagenet_coatnet", "cifar100_resnet56")
 
 
 @pytest.mark.parametrize("name", [
@@ -149,9 +150,11 @@ def test_smoke_variant_trains_a_population_of_four(name, smoke_datasets):
   assert len(set(np.round(losses, 6))) == len(losses)
 
 
-# ResNet-50 has only convolutions and one dense layer, like ResNet-56 in test_fisher*.py.
+# ResNet-50 has only convolutions and one dense layer, like ResNet-56 in test_fisher*.py;
+# CoAtNet-0 has MobileViTv2's layer kinds (conv, depthwise conv, dense) and attention too.
 @pytest.mark.parametrize("name", [
-    "vit", pytest.param("imagenet_resnet50", marks=pytest.mark.slow), "imagenet_coatnet"])
+    pytest.param("vit", marks=pytest.mark.slow),
+    pytest.param("imagenet_resnet50", marks=pytest.mark.slow), "imagenet_coatnet"])
 def test_smoke_variant_has_fisher_features(name, smoke_datasets):
   config = _config(name, "smoke")
   dataset = smoke_datasets(config)

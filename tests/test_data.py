@@ -7,6 +7,7 @@ prepared array_record datasets, since `tfds.testing.mock_data` cannot stand in f
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import io
 import itertools
@@ -22,7 +23,7 @@ from PIL import Image
 from sklearn.datasets import load_digits
 import tensorflow_datasets as tfds
 
-from actbench.engine import data, prepare
+from actbench.engine import data, prepare, sources
 
 from tests.tfds_fixtures import (NUM_CIFAR_TEST, NUM_CIFAR_TRAIN,
                                  NUM_NETTE_VALIDATION)
@@ -46,6 +47,51 @@ def test_digits_split_is_fixed_disjoint_and_covers_the_set(digits):
   other = data.load('digits', seed=123)  # the user's seed must not move the split
   for mine, theirs in zip(parts, [other.train, other.validation, other.test]):
     np.testing.assert_array_equal(mine, theirs.source_indices)
+
+
+def test_cross_validation_folds_partition_the_non_test_examples(digits):
+  folds = data.cross_validation_folds(digits, 5, seed=3)
+  pool = np.sort(np.concatenate([digits.train.source_indices,
+                                 digits.validation.source_indices]))
+  validations = [fold.validation.source_indices for fold in folds]
+  # Every non-test example validates exactly once; each fold trains on all the others.
+  np.testing.assert_array_equal(np.sort(np.concatenate(validations)), pool)
+  assert sorted(len(v) for v in validations) == [287, 287, 287, 288, 288]
+  for fold, validation in zip(folds, validations):
+    np.testing.assert_array_equal(
+        np.sort(np.concatenate([fold.train.source_indices, validation])), pool)
+    assert not np.intersect1d(fold.train.source_indices, validation).size
+    np.testing.assert_array_equal(fold.test.source_indices, digits.test.source_indices)
+    assert (fold.info.num_train, fold.info.num_validation) == (1437 - len(validation),
+                                                               len(validation))
+    batch = fold.validation.gather([0])
+    expected = digits.train.source.read(validation[:1])
+    np.testing.assert_array_equal(batch['image'], expected[0])
+  # The seed alone decides the folds.
+  again = data.cross_validation_folds(digits, 5, seed=3)
+  other = data.cross_validation_folds(digits, 5, seed=4)
+  for a, b, c in zip(folds, again, other):
+    np.testing.assert_array_equal(a.validation.source_indices, b.validation.source_indices)
+    assert a.fingerprint == b.fingerprint
+  assert any(len(np.setxor1d(a.validation.source_indices, c.validation.source_indices))
+             for a, c in zip(folds, other))
+  assert len({fold.fingerprint for fold in folds}) == 5  # checkpoints and stores tell them apart
+
+
+def test_cross_validation_needs_one_pool_and_two_folds():
+  x, y = np.zeros((40, 3), np.float32), np.arange(40) % 2
+  given = data.from_arrays((x[:30], y[:30]), validation=(x[30:], y[30:]))
+  assert sum(len(f.validation) for f in data.cross_validation_folds(given, 3)) == 40
+  apart = dataclasses.replace(given, validation=data.Split(
+      'validation', sources.ArraySource(x[30:], y[30:]), np.arange(10)))
+  with pytest.raises(data.DataError, match='different sources'):
+    data.cross_validation_folds(apart, 3)
+  pooled = data.from_arrays((x, y))
+  with pytest.raises(data.DataError, match='at least 2 folds'):
+    data.cross_validation_folds(pooled, 1)
+  with pytest.raises(data.DataError, match='too few'):
+    data.cross_validation_folds(pooled, 30)
+  assert len(data.cross_validation_folds(pooled, 4)) == 4
 
 
 def test_digits_values_match_sklearn(digits):

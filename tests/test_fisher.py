@@ -15,6 +15,7 @@ import pytest
 
 import actbench
 from actbench import fisher, models
+from actbench.fisher import spectrum
 from actbench.engine import population
 from actbench.models import layers
 from actbench.fisher import moments, spectrum
@@ -313,6 +314,42 @@ def test_log_eigenvalues_drop_non_positive_products():
     fisher.log_eigenvalues([fisher.LayerFactors("layer", "dense", a, g * np.nan, 6, False)])
 
 
+def test_eigenvalue_floor_drops_roundoff_relative_to_each_factor():
+  # Two blocks, so that the floor is relative to each block's own largest eigenvalue.
+  a = np.array([[4.0, 1e-9, 2e-3], [1e-3, 1e-7, 0.5]])
+  g = np.array([[1.0, 1e-8], [2.0, 3e-6]])
+  floor = 1e-5
+  values, dropped = spectrum.block_log_eigenvalues(a, g, floor)
+  expected, lost = [], 0
+  for a_block, g_block in zip(a, g):  # brute force: every pair, kept when both factors are
+    for x in a_block:
+      for y in g_block:
+        if x >= floor * a_block.max() and y >= floor * g_block.max():
+          expected.append(np.log(x) + np.log(y))
+        else:
+          lost += 1
+  np.testing.assert_allclose(values, expected)
+  assert dropped == lost == 8
+  # No floor: every positive eigenvalue stays.
+  assert spectrum.block_log_eigenvalues(a, g)[1] == 0
+  # Clamped: every eigenvalue stays, those below the floor (or not positive) raised to it.
+  clamped, none_dropped = spectrum.block_log_eigenvalues(
+      a, np.array([[1.0, -1e-8], [2.0, 3e-6]]), floor, "clamp")
+  expected = []
+  for a_block, g_block in zip(a, [[1.0, -1e-8], [2.0, 3e-6]]):
+    for x in a_block:
+      for y in g_block:
+        expected.append(np.log(max(x, floor * max(a_block))) + np.log(max(y, floor * max(g_block))))
+  np.testing.assert_allclose(clamped, expected)
+  assert none_dropped == 0 and clamped.size == a.size * 2
+  with pytest.raises(ValueError, match="mode"):
+    spectrum.block_log_eigenvalues(a, g, floor, "round")
+  f = fisher.LayerFactors("layer", "dense", np.diag([2.0, 1e-12])[None], np.diag([3.0])[None],
+                          2, False)
+  assert fisher.log_eigenvalues([f])[1].tolist() == [0]
+  assert fisher.log_eigenvalues([f], eigenvalue_floor=1e-6)[1].tolist() == [1]
+
+
 def test_cdf_features_by_hand():
   # 500 weights: edges -100, -50, 0, 50, 100 (4 bins); 200 is out of range and not counted.
   first = np.array([-60.0, -10.0, -5.0, 10.0, 200.0])
@@ -416,6 +453,25 @@ def test_population_equals_one_at_a_time(digits_batch, population_result):
     # eigenvalue is rounding noise of either sign, dropped or not depending on the program.
     np.testing.assert_array_equal(result.dropped[i][:-1], dropped[:-1])
   assert not np.allclose(result.features[0], result.features[1])
+
+
+def test_eigenvalue_floor_removes_the_roundoff_of_the_softmax_factor(digits_batch):
+  # The logits layer's G has a zero eigenvalue (softmax gradients sum to zero) that roundoff
+  # makes tiny of either sign; a relative floor drops it, whatever its sign.
+  images, labels = digits_batch
+  codes = TABLE.encode(["relu(x)", "tanh(x)"])
+  floored = fisher.population_features(small_cnn, TABLE, codes, images, labels,
+                                       batch_chunk=16, eigenvalue_floor=1e-6)
+  variables = fisher.init_variables(small_cnn, images.shape[1:], seed=0)
+  for i, name in enumerate(floored.names):
+    factors = fisher.kfac_factors(small_cnn(actbench.compile(name)), variables, images, labels)
+    g = np.linalg.eigvalsh(factors[-1].G.astype(np.float64))
+    kept = np.sum(g >= 1e-6 * g.max(axis=-1, keepdims=True))
+    a_size = factors[-1].A.shape[-1]
+    assert floored.dropped[i][-1] == a_size * (g.size - kept) >= a_size  # at least the zero
+    log_eigs, _ = fisher.log_eigenvalues(factors, eigenvalue_floor=1e-6)
+    np.testing.assert_allclose(floored.features[i], fisher.cdf_features(
+        log_eigs, [f.num_weights for f in factors]), atol=1e-6)
 
 
 def test_diverging_member_is_missing_and_isolated(digits_batch, population_result):

@@ -77,6 +77,38 @@ def test_summary_matches_hand_computation(rotations):
   assert document["budget"] == 8 and document["seeds"] == [0, 1, 2, 3]
 
 
+def test_a_tie_makes_functions_near_the_best_the_target(table):
+  # Within 0.06 of the best (0.95): classes 4 (0.9) and 8 (0.95); the top 1% stays class 8.
+  tied = replay.replay(table, ACCURACY, {"rotation": Rotation}, seeds=range(4), budget=8,
+                       tie=0.06)
+  assert tied.tie == 0.06 and tied.best_accuracy == 0.95
+  run = tied["rotation"]
+  for seed in range(4):  # brute force over each rotation's order
+    order = [(seed + i) % 10 for i in range(10)]
+    first = next(i + 1 for i, c in enumerate(order) if ACCURACY[c] >= 0.95 - 0.06)
+    assert run.evaluations_to_best[seed] == first
+    # The replay stops there; the top-1% count is the plain one when reached by then.
+    assert (run.proposals[seed][first:] == -1).all()
+  assert tied.to_json()["tie"] == 0.06
+  with pytest.raises(ValueError, match="tie"):
+    replay.replay(table, ACCURACY, {"rotation": Rotation}, tie=-0.1)
+
+
+def test_layouts_are_kept_and_found_again(tmp_path, monkeypatch):
+  schema = "binary(unary(x),unary(x))"
+  candidates = Candidates.from_names(
+      space.enumerate(schema, unary=("zero", "identity", "relu", "tanh", "sigmoid", "swish"),
+                      binary=("add", "max")), schema=schema)
+  accuracy = np.random.default_rng(0).random(len(candidates))
+  kwargs = dict(seeds=range(2), budget=10, feature_set="outputs", stop_at_best=False,
+                layout_cache=str(tmp_path))
+  first = replay.replay(candidates, accuracy, ("aquasurf",), **kwargs)
+  assert len(list(tmp_path.glob("layout-outputs-4[23]-*.npy"))) == 2
+  monkeypatch.setattr(replay.surrogate, "embed", lambda *a, **k: pytest.fail("refitted"))
+  again = replay.replay(candidates, accuracy, ("aquasurf", "aquasurf-local"), **kwargs)
+  np.testing.assert_array_equal(first["aquasurf"].proposals, again["aquasurf"].proposals)
+
+
 def test_quantile_rules():
   assert replay.quantile([3.0, 1.0, 2.0], 0.5) == 2.0
   assert replay.quantile([1.0, np.nan], 0.5) == math.inf

@@ -197,6 +197,12 @@ def test_benchmark_replay_and_report(tmp_path):
   curve = np.asarray(saved["replay"]["strategies"]["random"]["best_so_far"], np.float64)
   assert curve.shape == (3, 6) and np.all(np.diff(np.nan_to_num(curve, nan=-1), axis=1) >= 0)
   assert set(saved["quality"]) == {"union", "raw"}
+  with open(os.path.join(replay_dir, "replay-summary.json"), encoding="utf-8") as f:
+    brief = json.load(f)
+  assert brief["replay"]["summary"] == saved["replay"]["summary"]
+  assert "strategies" not in brief["replay"]
+  for name, values in saved["quality"].items():
+    assert brief["quality"][name]["spearman_median"] == values["spearman_median"]
   for figure in ("search_curves.png", "surrogate_quality.png"):
     assert os.path.getsize(os.path.join(replay_dir, figure)) > 0
   assert "aquasurf" in text
@@ -211,6 +217,9 @@ def test_benchmark_replay_and_report(tmp_path):
   os.rename(os.path.join(replay_dir, "replay.json"), os.path.join(workdir, "replay.json"))
   config.report.document = os.path.join(workdir, "docs", "report.md")
   config.report.discussion = "What the figures mean."
+  config.report.previous_table = path  # an earlier version: here the same table, relabelled
+  config.report.previous_replay = os.path.join(replay_dir, "replay-summary.json")
+  config.report.previous_label = "v0"
   modes.run(config, workdir)
   with open(config.report.document, encoding="utf-8") as f:
     text = f.read()
@@ -219,6 +228,8 @@ def test_benchmark_replay_and_report(tmp_path):
     assert heading in text
   assert f"{len(classes)} functions" in text and "`relu(x)`" in text
   assert "| aquasurf |" in text and text.rstrip().endswith("What the figures mean.")
+  assert "| aquasurf (v0) |" in text and "| union (v0) |" in text and "| v0 |" in text
+  assert "- v0: median evaluations to a top-1% function: aquasurf" in text
   for figure in ("accuracy_histogram", "best_functions", "surrogate_quality", "search_curves"):
     assert f"](report/{figure}.png)" in text
     assert os.path.getsize(os.path.join(workdir, "docs", "report", figure + ".png")) > 0
@@ -243,11 +254,16 @@ def test_store_of_another_recipe_is_refused(searched):
 def test_recipe_fingerprint_ignores_later_fields_at_their_neutral_values():
   config = tiny_config()
   older = tiny_config()
-  for name in loop._LATER_TRAIN_FIELDS:  # pylint: disable=protected-access
-    del older.train[name]  # a config written before these fields existed
+  for section, fields in loop._LATER_FIELDS.items():  # pylint: disable=protected-access
+    for name in fields:
+      del older[section][name]  # a config written before these fields existed
   assert search.recipe_fingerprint(config) == search.recipe_fingerprint(older)
-  config.train.mixup_alpha = 0.2
-  assert search.recipe_fingerprint(config) != search.recipe_fingerprint(older)
+  for section, name, value in [("train", "mixup_alpha", 0.2), ("dataset", "folds", 5),
+                               ("train", "divergence", "chance"),
+                               ("fisher", "eigenvalue_floor", 1e-6)]:
+    changed = tiny_config()
+    changed[section][name] = value
+    assert search.recipe_fingerprint(changed) != search.recipe_fingerprint(older), name
 
 
 @pytest.mark.slow  # the launcher's search runs by default in test_readme.py and test_workers.py

@@ -15,7 +15,7 @@ SCHEMA = "binary(unary(x),unary(x))"
 UNARY = ("zero", "identity", "relu", "tanh", "elu", "sigmoid", "swish", "exp", "abs")
 BINARY = ("add", "mul", "max")
 CHOICES = space.operator_choices(SCHEMA, unary=UNARY, binary=BINARY)
-NAMES = ("aquasurf", "random", "evolution")
+NAMES = ("aquasurf", "random", "evolution", "aquasurf-local")
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def _peak(n: int = 400, seed: int = 0):
 
 
 def _make(name, candidates, seed, embedding=None, **options):
-  if name == "evolution":
+  if name in ("evolution", "aquasurf-local"):
     options.setdefault("choices", CHOICES)
   return strategies.make_strategy(name, candidates, seed=seed, embedding=embedding, **options)
 
@@ -167,8 +167,41 @@ def test_deterministic_per_seed(small, name):
   runs = [list(_steps(_make(name, small, seed, embedding=embedding, **options), accuracy, 30))
           for seed in (0, 0, 1)]
   assert runs[0] == runs[1]
-  if name != "aquasurf":  # with a given embedding aquasurf has nothing random left
+  if name not in strategies.SURROGATE_STRATEGIES:  # with a given embedding nothing is random
     assert runs[0] != runs[2]
+
+
+def test_local_mutants_are_the_classes_one_operator_away(small):
+  strategy = _make("aquasurf-local", small, 0, embedding=_small_embedding(small))
+  names = list(space.enumerate(SCHEMA, unary=UNARY, binary=BINARY))
+  chosen = {name: strategies.schema_operators(name, SCHEMA) for name in names}
+  for index in (small.index_of("relu(x)"), small.index_of("add(tanh(x),sigmoid(x))"), 7):
+    expected = set()  # brute force: every pair of schema names differing at one placeholder
+    for a in small.classes[index]:
+      if a not in chosen:
+        continue
+      for b in names:
+        if sum(x != y for x, y in zip(chosen[a], chosen[b])) == 1:
+          expected.add(small.index_of(b))
+    expected.discard(index)
+    assert set(strategy.mutants(index).tolist()) == expected
+
+
+def test_local_alternates_surrogate_picks_among_mutants_of_the_best(small):
+  embedding = _small_embedding(small)
+  strategy = _make("aquasurf-local", small, 0, embedding=embedding, parents=2)
+  accuracy = np.random.default_rng(3).random(len(small))
+  history = {i: float(accuracy[i]) for i in small.baseline_ids()}
+  history.update({i: float(accuracy[i]) for i in range(9) if i not in history})
+  for _ in range(6):
+    predicted = strategy.surrogate.predict(history, k=3)
+    best = sorted(history, key=lambda i: (-history[i], i))[:2]
+    local = set(strategy.mutants(best[0]).tolist()) | set(strategy.mutants(best[1]).tolist())
+    local -= set(history)
+    pool = local if len(history) % 2 and local else set(range(len(small))) - set(history)
+    expected = max(pool, key=lambda i: (predicted[i], -i))
+    assert strategy.propose(history, 1) == [expected]
+    history[expected] = float(accuracy[expected])
 
 
 def test_mutation_changes_exactly_one_operator():

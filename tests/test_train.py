@@ -134,6 +134,66 @@ def test_resume_equals_uninterrupted_run(digits, tmp_path, monkeypatch):
   assert resumed.history[0]["epochs"] == uninterrupted.history[0]["epochs"]
 
 
+def test_cross_validation_trains_each_fold_as_its_own_dataset(digits, tmp_path):
+  config = smoke_config()
+  config.train.num_epochs = 1
+  config.dataset.folds = 2
+  names = ["relu(x)", "reciprocal(zero(x))"]  # the second diverges on every fold
+  result = train.train_population(config, names, [0, 1], dataset=digits,
+                                  workdir=str(tmp_path))
+  assert result.activations == ["relu(x)"] * 4 + ["reciprocal(zero(x))"] * 4
+  assert result.seeds == [0, 0, 1, 1] * 2 and result.folds == [0, 1] * 4
+  # Reference: each fold trained on its own, without cross-validation.
+  config.dataset.folds = 0
+  for fold, fold_data in enumerate(data.cross_validation_folds(digits, 2, seed=config.seed)):
+    alone = train.train_population(config, ["relu(x)"], [0, 1], dataset=fold_data)
+    for name, values in alone.metrics.items():
+      assert [result.metrics[name][i] for i in (fold, 2 + fold)] == values, name
+  # One checkpoint directory per fold and population, all found for deletion.
+  config.dataset.folds = 2
+  directories = train.checkpoint_directories(config, names, [0, 1], str(tmp_path),
+                                             dataset=digits)
+  assert len(directories) == 2
+  assert sorted(directories) == sorted(
+      os.path.join(str(tmp_path), "checkpoints", d)
+      for d in os.listdir(os.path.join(str(tmp_path), "checkpoints")))
+  summary = result.by_activation()["relu(x)"]
+  per_seed = [np.mean(result.metrics["validation_accuracy"][2 * s:2 * s + 2]) for s in (0, 1)]
+  assert summary["validation_accuracy"] == pytest.approx(np.median(per_seed))
+  assert summary["runs"] == 4 and summary["diverged_runs"] == 0
+  assert result.by_activation()["reciprocal(zero(x))"]["diverged"]
+
+
+def _one_activation(diverged, accuracy, rule):
+  """A PopulationResult of one activation: two seeds x two folds."""
+  return train.PopulationResult(
+      ["f(x)"] * 4, [0, 0, 1, 1], {"validation_accuracy": accuracy,
+                                   "validation_loss": [1.0, 2.0, 3.0, 4.0]},
+      diverged, [1.0] * 4, folds=[0, 1, 0, 1], divergence=rule, num_classes=10)
+
+
+def test_diverged_runs_fail_the_function_or_score_chance():
+  accuracy = [0.9, 0.8, 0.7, np.nan]
+  fail = _one_activation([False, False, False, True], accuracy, "fail").by_activation()["f(x)"]
+  assert fail["diverged"] and fail["diverged_runs"] == 1
+  # Seed means over folds (NaN-aware), then the median over seeds.
+  assert fail["validation_accuracy"] == pytest.approx(np.median([0.85, 0.7]))
+  chance = _one_activation([False, False, False, True], accuracy, "chance").by_activation()["f(x)"]
+  assert not chance["diverged"] and chance["diverged_runs"] == 1
+  # The diverged run scores chance accuracy (1/10) and no loss.
+  assert chance["validation_accuracy"] == pytest.approx(np.median([0.85, (0.7 + 0.1) / 2]))
+  assert chance["validation_loss"] == pytest.approx(np.median([1.5, 3.0]))
+  every = _one_activation([True] * 4, [np.nan] * 4, "chance").by_activation()["f(x)"]
+  assert every["diverged"] and every["diverged_runs"] == 4
+
+
+def test_divergence_rule_is_checked(digits):
+  config = smoke_config()
+  config.train.divergence = "ignore"
+  with pytest.raises(ValueError, match="config.train.divergence must be one of"):
+    train.train_population(config, ["relu(x)"], [0], dataset=digits)
+
+
 def test_bad_input_is_rejected(digits):
   with pytest.raises(TypeError, match="list of names"):
     train.train_population(smoke_config(), "relu(x)", [0], dataset=digits)
@@ -172,7 +232,8 @@ SHARDED = textwrap.dedent("""
 
 
 def _start(devices: int, *args) -> subprocess.Popen:
-  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+  flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}"
+  env = dict(os.environ, XLA_FLAGS=flags.strip(),
              JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
   return subprocess.Popen([sys.executable, "-c", SHARDED, *map(str, args)], env=env, cwd=ROOT,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -10,6 +10,7 @@ that run on the device with one PRNG key per example.
     from actbench.engine import data
     ds = data.load('cifar10', validation_size=5000, seed=0)    # or 'digits': offline
     ds = data.from_arrays(train=(x, y), test=(x_test, y_test))   # your own arrays
+    folds = data.cross_validation_folds(ds, 5)                  # every example validates once
     for batch in ds.train.batches(128, seed=0, epoch=3, start_step=17):
       x = ds.preprocess(batch['image'], key=key, train=True)   # (128, 32, 32, 3) float32
 
@@ -54,7 +55,7 @@ CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 _DIGITS_SEED = 20_231_210  # fixes the digits split, whatever the user's seed
-_CARVE, _SHUFFLE = 1, 2  # hash domains: validation carving, epoch shuffling
+_CARVE, _SHUFFLE, _FOLDS = 1, 2, 3  # hash domains: validation carving, epoch shuffling, folds
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,6 +154,11 @@ class Split:
     self.name = name
     self._source = source
     self.source_indices = np.asarray(indices, np.int64)  # where each example sits in its source
+
+  @property
+  def source(self):
+    """Where the examples are read from (shared by splits carved from one another)."""
+    return self._source
 
   @property
   def num_examples(self) -> int:
@@ -278,6 +284,38 @@ def _carve(source, pool: np.ndarray, validation_size, seed: int) -> tuple[Split,
   carve = _permutation(len(pool), _CARVE, seed)
   return (Split('train', source, np.sort(pool[carve[count:]])),
           Split('validation', source, np.sort(pool[carve[:count]])))
+
+
+def cross_validation_folds(dataset: Dataset, num_folds: int, *, seed: int = 0) -> list[Dataset]:
+  """`num_folds` datasets whose validation splits partition the examples of `dataset`'s train
+  and validation splits (every example validates exactly once; fold sizes differ by at most
+  one), each training on the rest; the test split is shared. Which example goes to which fold
+  depends only on `seed`.
+
+  Raises DataError when the two splits come from different sources (validation arrays given
+  apart from train): pool them into one `from_arrays(train=...)` instead."""
+  if isinstance(num_folds, bool) or not isinstance(num_folds, (int, np.integer)) or num_folds < 2:
+    raise DataError(f'cross-validation needs at least 2 folds, got {num_folds!r}')
+  train, validation = dataset.train, dataset.validation
+  if train.source is not validation.source:
+    raise DataError(f'{dataset.info.name}: cross-validation pools the train and validation '
+                    'splits, which here come from different sources; give your arrays as '
+                    'one train split')
+  pool = np.sort(np.concatenate([train.source_indices, validation.source_indices]))
+  if len(pool) < 2 * num_folds:
+    raise DataError(f'{dataset.info.name}: {len(pool)} examples are too few for {num_folds} '
+                    'folds')
+  fold_of = np.empty(len(pool), np.int64)
+  fold_of[_permutation(len(pool), _FOLDS, seed)] = np.arange(len(pool)) % num_folds
+  folds = []
+  for fold in range(num_folds):
+    fold_train = Split('train', train.source, pool[fold_of != fold])
+    fold_validation = Split('validation', train.source, pool[fold_of == fold])
+    info = dataclasses.replace(dataset.info, num_train=len(fold_train),
+                               num_validation=len(fold_validation))
+    folds.append(Dataset(info, fold_train, fold_validation, dataset.test,
+                         dataset.preprocessing))
+  return folds
 
 
 def check_name(name: str) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import time
 from typing import Any, Sequence
@@ -36,40 +37,78 @@ from actbench.expr.expression import parse
 resolve_strategy = population.resolve_strategy
 
 
+DIVERGENCE_RULES = ("fail", "chance")
+
+
 @dataclasses.dataclass
 class PopulationResult:
-  """Per-member results (lists in member order) of a population training."""
+  """Per-run results (lists in member order) of a population training. A run is one
+  (activation, seed, fold) triple; fold is 0 unless config.dataset.folds cross-validates."""
 
   activations: list[str]
   seeds: list[int]
   metrics: dict[str, list[float]]  # train/validation/test _loss and _accuracy
   diverged: list[bool]
   runtime_s: list[float]  # the population's wall time shared equally among its members
-  # Per population group: its members, per-epoch train metrics, and the epoch it resumed from.
+  # Per population group: its members, its fold, per-epoch train metrics, the epoch it resumed
+  # from.
   history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+  folds: list[int] = dataclasses.field(default_factory=list)  # empty: every run is fold 0
+  divergence: str = "fail"  # config.train.divergence: how a diverged run counts (by_activation)
+  num_classes: int = 0  # for the chance accuracy a diverged run scores under "chance"
 
   def members(self) -> list[dict[str, Any]]:
     rows = []
+    folds = self.folds or [0] * len(self.activations)
     for i, (activation, seed) in enumerate(zip(self.activations, self.seeds)):
       row = {"activation": activation, "seed": seed, "diverged": self.diverged[i],
              "runtime_s": self.runtime_s[i]}
+      if self.folds:
+        row["fold"] = folds[i]
       row.update({name: values[i] for name, values in self.metrics.items()})
       rows.append(row)
     return rows
 
   def by_activation(self) -> dict[str, dict[str, Any]]:
-    """Medians over seeds per activation (NaN-aware), and whether any seed diverged."""
+    """Per activation: each seed's mean over its folds, then the median over seeds (NaN-aware).
+
+    With divergence "fail" (the default) an activation is diverged when any run diverged.
+    With "chance" a diverged run scores chance accuracy (1 / num_classes) and no loss, so an
+    activation's accuracy is what one training run yields on average, and it is diverged only
+    when every run diverged."""
+    chance_rule = self.divergence == "chance"
+    chance = 1.0 / self.num_classes if self.num_classes else math.nan
     result = {}
     for activation in dict.fromkeys(self.activations):
       index = [i for i, a in enumerate(self.activations) if a == activation]
-      summary = {"seeds": [self.seeds[i] for i in index],
-                 "diverged": any(self.diverged[i] for i in index),
+      flags = [bool(self.diverged[i]) for i in index]
+      seeds = list(dict.fromkeys(self.seeds[i] for i in index))
+      summary = {"seeds": seeds, "diverged": all(flags) if chance_rule else any(flags),
+                 "diverged_runs": sum(flags), "runs": len(index),
                  "runtime_s": float(np.sum([self.runtime_s[i] for i in index]))}
       for name, values in self.metrics.items():
-        chosen = np.array([values[i] for i in index], np.float64)
-        summary[name] = float(np.nanmedian(chosen)) if np.isfinite(chosen).any() else np.nan
+        per_seed = []
+        for seed in seeds:
+          rows = [i for i in index if self.seeds[i] == seed]
+          chosen = np.array([values[i] for i in rows], np.float64)
+          if chance_rule:
+            failed = np.array([self.diverged[i] for i in rows], bool)
+            chosen = np.where(failed, chance if name.endswith("accuracy") else np.nan, chosen)
+          per_seed.append(np.nanmean(chosen) if np.isfinite(chosen).any() else np.nan)
+        per_seed = np.asarray(per_seed)
+        summary[name] = float(np.nanmedian(per_seed)) if np.isfinite(per_seed).any() else np.nan
       result[activation] = summary
     return result
+
+  def select(self, indices: Sequence[int]) -> PopulationResult:
+    """The runs at `indices` as a result of their own (e.g. some seeds' only); no history."""
+    indices = list(indices)
+    return PopulationResult(
+        [self.activations[i] for i in indices], [self.seeds[i] for i in indices],
+        {name: [values[i] for i in indices] for name, values in self.metrics.items()},
+        [self.diverged[i] for i in indices], [self.runtime_s[i] for i in indices],
+        folds=[self.folds[i] for i in indices] if self.folds else [],
+        divergence=self.divergence, num_classes=self.num_classes)
 
   def to_json(self) -> dict[str, Any]:
     return {"members": self.members(), "by_activation": self.by_activation(),
@@ -241,8 +280,12 @@ def train_population(config, activations: Sequence[str], seeds: Sequence[int] = 
     stop_after_epoch: stop (raising TrainingInterrupted) after this epoch, as a preemption.
     progress: show a progress bar over epochs (with ETA) on process 0.
 
+  With config.dataset.folds = k >= 2, every (activation, seed) trains once per fold of a k-fold
+  cross-validation over the dataset's train and validation splits (`folds_of`).
+
   Returns:
-    PopulationResult in member order: activations[0] with every seed, then activations[1]...
+    PopulationResult in run order: activations[0] with every seed (each with every fold), then
+    activations[1]...
   """
   if isinstance(activations, str):
     raise TypeError("activations must be a list of names, got a single string")
@@ -250,27 +293,57 @@ def train_population(config, activations: Sequence[str], seeds: Sequence[int] = 
   seeds = [int(s) for s in seeds]
   if not names or not seeds:
     raise ValueError("train_population needs at least one activation and one seed")
+  divergence = str(config.train.get("divergence", "fail"))
+  if divergence not in DIVERGENCE_RULES:
+    raise ValueError(f"config.train.divergence must be one of {DIVERGENCE_RULES}, got "
+                     f"{divergence!r}")
   dataset, make_model = task(config, dataset, make_model)
-  members = [(name, seed) for name in names for seed in seeds]
-  groups = population_groups(config, [name for name, _ in members])
+  fold_datasets = folds_of(config, dataset)
+  members = [(name, seed, fold) for name in names for seed in seeds
+             for fold in range(len(fold_datasets))]
   metrics: dict[str, list[float]] = {}
   diverged = [False] * len(members)
   runtime = [0.0] * len(members)
   histories = []
-  for encoding, indices in groups:
-    group_metrics, group_diverged, wall, history, resumed_from = _train_group(
-        config, dataset, make_model, encoding, [members[i][0] for i in indices],
-        [members[i][1] for i in indices], workdir, stop_after_epoch, progress)
-    for name, values in group_metrics.items():
-      metrics.setdefault(name, [np.nan] * len(members))
-      for i, value in zip(indices, values):
-        metrics[name][i] = float(value)
-    for i, flag in zip(indices, group_diverged):
-      diverged[i] = bool(flag)
-      runtime[i] = wall / len(indices)
-    histories.append({"members": indices, "epochs": history, "resumed_from_epoch": resumed_from})
+  for fold, fold_dataset in enumerate(fold_datasets):
+    in_fold = [i for i, member in enumerate(members) if member[2] == fold]
+    groups = population_groups(config, [members[i][0] for i in in_fold])
+    for encoding, positions in groups:
+      indices = [in_fold[p] for p in positions]
+      group_metrics, group_diverged, wall, history, resumed_from = _train_group(
+          config, fold_dataset, make_model, encoding, [members[i][0] for i in indices],
+          [members[i][1] for i in indices], workdir, stop_after_epoch, progress)
+      for name, values in group_metrics.items():
+        metrics.setdefault(name, [np.nan] * len(members))
+        for i, value in zip(indices, values):
+          metrics[name][i] = float(value)
+      for i, flag in zip(indices, group_diverged):
+        diverged[i] = bool(flag)
+        runtime[i] = wall / len(indices)
+      histories.append({"members": indices, "fold": fold, "epochs": history,
+                        "resumed_from_epoch": resumed_from})
   return PopulationResult([m[0] for m in members], [m[1] for m in members], metrics, diverged,
-                          runtime, histories)
+                          runtime, histories,
+                          folds=[m[2] for m in members] if len(fold_datasets) > 1 else [],
+                          divergence=divergence, num_classes=dataset.info.num_classes)
+
+
+_FOLDS: dict[tuple, tuple[data_lib.Dataset, list[data_lib.Dataset]]] = {}
+
+
+def folds_of(config, dataset: data_lib.Dataset) -> list[data_lib.Dataset]:
+  """The datasets a population trains on: [dataset] itself, or its config.dataset.folds
+  cross-validation folds (`data.cross_validation_folds`, by config.seed). Cached, so that every
+  population of a search reuses the compiled programs of each fold."""
+  num_folds = int(config.dataset.get("folds", 0))
+  if num_folds <= 1:
+    return [dataset]
+  key = (id(dataset), num_folds, int(config.seed))
+  cached = _FOLDS.get(key)
+  if cached is None or cached[0] is not dataset:
+    cached = _FOLDS[key] = (dataset, data_lib.cross_validation_folds(dataset, num_folds,
+                                                                      seed=int(config.seed)))
+  return cached[1]
 
 
 def checkpoint_directories(config, activations: Sequence[str], seeds: Sequence[int],
@@ -280,10 +353,11 @@ def checkpoint_directories(config, activations: Sequence[str], seeds: Sequence[i
   population group), e.g. to delete them once the results are recorded elsewhere."""
   names = [str(parse(a)) for a in activations]
   members = [(name, int(seed)) for name in names for seed in seeds]
-  source = provenance(dataset, model_factory.from_config(config, dataset.info.num_classes,
-                                                           make_model))
+  make_model = model_factory.from_config(config, dataset.info.num_classes, make_model)
   return [checkpoint_directory(workdir, config, [members[i][0] for i in indices],
-                               [members[i][1] for i in indices], source)
+                               [members[i][1] for i in indices],
+                               provenance(fold_dataset, make_model))
+          for fold_dataset in folds_of(config, dataset)
           for _, indices in population_groups(config, [name for name, _ in members])]
 
 

@@ -67,6 +67,8 @@ def features(config, names: Sequence[str], *, dataset=None, make_model=None) -> 
         batch_chunk=int(cfg.get("batch_chunk", 32)) or None,
         strategy=config.population.get("strategy", "auto"),
         published_shift=bool(cfg.get("published_shift", False)),
+        eigenvalue_floor=float(cfg.get("eigenvalue_floor", 0.0)),
+        floor_mode=cfg.get("floor_mode", "drop"),
         normalize=bool(config.population.get("normalize", False)))
   return _lanczos_features(config, names, make_model, images, labels, seed)
 

@@ -226,11 +226,15 @@ def kfac_factors(model: nn.Module, variables, images, labels, *, fisher_type: st
                  g_sums, published_shift)
 
 
-def log_eigenvalues(factors: Sequence[LayerFactors]) -> tuple[list[np.ndarray], np.ndarray]:
+def log_eigenvalues(factors: Sequence[LayerFactors], *, eigenvalue_floor: float = 0.0,
+                    floor_mode: str = "drop") -> tuple[list[np.ndarray], np.ndarray]:
   """Per layer, every log a_i + log g_j over the eigenvalues of each block's A and G.
 
   Eigenvalues are computed with `eigh` in float64 on the host (`spectrum.eigenvalues_many`: one
-  matrix per core). Products with a non-positive factor eigenvalue are dropped. Returns
+  matrix per core). Products with a non-positive factor eigenvalue are dropped, and so are
+  those with one below `eigenvalue_floor` times its factor's largest (`floor_mode` "drop");
+  with "clamp", every eigenvalue below that floor, non-positive ones too, is raised to it and
+  nothing is dropped. Returns
   (log-eigenvalues per layer, float64 arrays; the number dropped per layer, int64 array).
 
   Raises:
@@ -241,14 +245,15 @@ def log_eigenvalues(factors: Sequence[LayerFactors]) -> tuple[list[np.ndarray], 
       if not np.all(np.isfinite(matrix)):
         raise ValueError(f"layer {f.path}: {name} is not finite")
   eigs = spectrum.eigenvalues_many([m for f in factors for m in (f.A, f.G)])
-  return _log_spectra(eigs)
+  return _log_spectra(eigs, eigenvalue_floor, floor_mode)
 
 
-def _log_spectra(eigs: Sequence[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
+def _log_spectra(eigs: Sequence[np.ndarray], floor: float = 0.0,
+                 mode: str = "drop") -> tuple[list[np.ndarray], np.ndarray]:
   """(log-eigenvalues per layer, dropped per layer) from eigenvalues [A_0, G_0, A_1, G_1, ...]."""
   values, dropped = [], []
   for a_eigs, g_eigs in zip(eigs[0::2], eigs[1::2]):
-    v, d = spectrum.block_log_eigenvalues(a_eigs, g_eigs)
+    v, d = spectrum.block_log_eigenvalues(a_eigs, g_eigs, floor, mode)
     values.append(v)
     dropped.append(d)
   return values, np.asarray(dropped, np.int64)
@@ -321,10 +326,10 @@ def _member_factors(calls, num_chunks, layers, rows, batch, a_parts, g_sums, fin
   return _finish(layers, rows, batch, a_sums, g_sums, published_shift), None
 
 
-def _member_features(layers, eigs):
+def _member_features(layers, eigs, floor: float, mode: str):
   """(feature vector or None, reason or None, dropped per layer) of one member's eigenvalues
   [A_0, G_0, A_1, G_1, ...]."""
-  log_eigs, dropped = _log_spectra(eigs)
+  log_eigs, dropped = _log_spectra(eigs, floor, mode)
   vector = cdf_features(log_eigs, [layer.num_weights for layer in layers])
   if np.isnan(vector).any():
     empty = [layer.path for layer, v in zip(layers, log_eigs)
@@ -337,7 +342,8 @@ def population_features(make_model: Callable[[Callable], nn.Module], encoding: A
                         images, labels, *, seed: int = 0, fisher_type: str = "empirical",
                         key=None, batch_chunk: int | None = 32, members_per_call: int = 16,
                         strategy: str = "auto", published_shift: bool = False,
-                        normalize: bool = False,
+                        normalize: bool = False, eigenvalue_floor: float = 0.0,
+                        floor_mode: str = "drop",
                         apply_kwargs: dict | None = None) -> FisherFeatures:
   """Fisher CDF features of many activations, their factors computed in one compiled program.
 
@@ -354,6 +360,9 @@ def population_features(make_model: Callable[[Callable], nn.Module], encoding: A
     strategy: 'map' (lax.map over members; only each member's operators run; CPU), 'vmap'
       (accelerators) or 'auto'. The member axis is sharded over the local devices.
     normalize: members use (f - E f) / std f (see `Encoding.apply`).
+    eigenvalue_floor, floor_mode: factor eigenvalues below this fraction of their factor's
+      largest are dropped (counted in `dropped`) or clamped to it, so that the positions of
+      roundoff-level eigenvalues do not shape the features (see `log_eigenvalues`).
 
   Eigendecompositions (float64) run on the host, a group's all at once, one per core
   (`spectrum.eigenvalues_many`); then the histograms, member by member. A member
@@ -425,7 +434,8 @@ def population_features(make_model: Callable[[Callable], nn.Module], encoding: A
     per_member = 2 * len(layers)
     for position, m in enumerate(healthy):
       vector, reason, counts = _member_features(
-          layers, eigs[position * per_member:(position + 1) * per_member])
+          layers, eigs[position * per_member:(position + 1) * per_member], eigenvalue_floor,
+          floor_mode)
       dropped[start + m] = counts
       if vector is None:
         failed[start + m] = reason

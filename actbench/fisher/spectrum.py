@@ -55,15 +55,37 @@ def eigenvalues_many(stacks: Sequence[np.ndarray]) -> list[np.ndarray]:
   return results
 
 
-def block_log_eigenvalues(a_eigs: np.ndarray, g_eigs: np.ndarray) -> tuple[np.ndarray, int]:
-  """log(a_i * g_j) = log a_i + log g_j for every block and every pair with a_i > 0 and g_j > 0.
+FLOOR_MODES = ("drop", "clamp")
 
-  a_eigs: (blocks, da), g_eigs: (blocks, dg). Returns (the sums, float64, block by block, a
-  major), the number of products dropped because a factor eigenvalue was not positive).
+
+def _kept(eigenvalues: np.ndarray, floor: float, mode: str = "drop") -> np.ndarray:
+  """The eigenvalues a spectrum keeps: the positive ones; with a relative `floor` > 0, those
+  below `floor` times the largest are dropped (mode "drop") or raised to it (mode "clamp": every
+  eigenvalue, non-positive roundoff too, so that how many there are still counts)."""
+  positive = eigenvalues[eigenvalues > 0]
+  if floor <= 0 or not positive.size:
+    return positive
+  bound = floor * positive.max()
+  if mode == "clamp":
+    return np.maximum(eigenvalues, bound)
+  return positive[positive >= bound]
+
+
+def block_log_eigenvalues(a_eigs: np.ndarray, g_eigs: np.ndarray, floor: float = 0.0,
+                          mode: str = "drop") -> tuple[np.ndarray, int]:
+  """log(a_i * g_j) = log a_i + log g_j for every block and every pair of kept eigenvalues.
+
+  a_eigs: (blocks, da), g_eigs: (blocks, dg). A factor's eigenvalues are kept as `_kept` says:
+  the positive ones, and with a relative `floor` > 0 those at roundoff level (a rank-deficient
+  factor, e.g. G behind a softmax, whose logarithms differ between implementations and
+  platforms) dropped or clamped to the floor (`mode`). Returns (the sums, float64, block by
+  block, a major; the number of products dropped because a factor eigenvalue was not kept).
   """
+  if mode not in FLOOR_MODES:
+    raise ValueError(f"the eigenvalue floor's mode must be one of {FLOOR_MODES}, got {mode!r}")
   values, dropped = [], 0
   for a, g in zip(a_eigs, g_eigs):
-    a_pos, g_pos = a[a > 0], g[g > 0]
+    a_pos, g_pos = _kept(a, floor, mode), _kept(g, floor, mode)
     dropped += a.size * g.size - a_pos.size * g_pos.size
     values.append((np.log(a_pos)[:, None] + np.log(g_pos)[None, :]).ravel())
   return np.concatenate(values), dropped

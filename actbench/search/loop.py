@@ -75,21 +75,26 @@ def training_config(config):
   return config
 
 
-# Fields added to config.train after stores existed, with the values that change nothing; at
-# those values they are left out of the fingerprint, so older stores stay valid.
-_LATER_TRAIN_FIELDS = {"loss": "softmax_cross_entropy", "target_threshold": 0.0,
-                       "crop_min_scale": 0.08, "eval_crop_fraction": 0.875,
-                       "randaugment_layers": 0, "randaugment_magnitude": 0.0,
-                       "mixup_alpha": 0.0, "cutmix_alpha": 0.0, "mixup_switch_prob": 0.5}
+# Fields added after stores existed, with the values that change nothing; at those values they
+# are left out of the fingerprint, so older stores stay valid.
+_LATER_FIELDS = {
+    "train": {"loss": "softmax_cross_entropy", "target_threshold": 0.0, "crop_min_scale": 0.08,
+              "eval_crop_fraction": 0.875, "randaugment_layers": 0,
+              "randaugment_magnitude": 0.0, "mixup_alpha": 0.0, "cutmix_alpha": 0.0,
+              "mixup_switch_prob": 0.5, "divergence": "fail"},
+    "dataset": {"download": True, "image_key": "image", "label_key": "label", "folds": 0},
+    "fisher": {"eigenvalue_floor": 0.0, "floor_mode": "drop"},
+}
 
 
 def recipe_fingerprint(config) -> str:
   """What the recorded results depend on besides the function: data, model, training, seeds,
   features. A store's results are only comparable under one recipe."""
   parts = {key: config[key].to_dict() for key in ("dataset", "model", "train", "fisher")}
-  for name, neutral in _LATER_TRAIN_FIELDS.items():
-    if name in parts["train"] and parts["train"][name] == neutral:
-      del parts["train"][name]
+  for section, fields in _LATER_FIELDS.items():
+    for name, neutral in fields.items():
+      if name in parts[section] and parts[section][name] == neutral:
+        del parts[section][name]
   parts["seeds"] = [int(seed) for seed in config.seeds]
   parts["seed"] = int(config.seed)
   parts["normalize"] = bool(config.population.get("normalize", False))
@@ -222,13 +227,13 @@ def embedding(config, db: store_lib.Store, candidates) -> np.ndarray:
 def make_strategy(config, candidates, layout: np.ndarray | None):
   name = config.search.strategy
   options = {}
-  if name == "aquasurf":
+  if name in strategies.SURROGATE_STRATEGIES:
     options = {"embedding": layout, "feature_set": config.surrogate.features,
                "neighbors": int(config.surrogate.get("neighbors", 3))}
-  elif name == "evolution":  # mutations stay within the space's operators
+  if name in ("evolution", "aquasurf-local"):  # mutations stay within the space's operators
     cfg = config.search
-    options = {"choices": space.operator_choices(cfg.space, cfg.unary or None,
-                                                 cfg.binary or None, cfg.nary or None)}
+    options["choices"] = space.operator_choices(cfg.space, cfg.unary or None,
+                                                cfg.binary or None, cfg.nary or None)
   return strategies.make_strategy(name, candidates, seed=int(config.seed), **options)
 
 
@@ -240,7 +245,8 @@ def history_of(db: store_lib.Store) -> dict[int, float]:
 
 def evaluations_from(result: train.PopulationResult, class_ids: Sequence[int],
                      names: Sequence[str], worker: str) -> list[store_lib.Evaluation]:
-  """One store record per trained class: medians over seeds; failed if any seed diverged or
+  """One store record per trained class, as `PopulationResult.by_activation` sums it up (means
+  over folds, medians over seeds); failed when that says diverged (config.train.divergence) or
   the validation accuracy is missing."""
   summaries = result.by_activation()
   members = result.members()

@@ -3,7 +3,8 @@
 Each strategy proposes `batch` classes at a time for each seed; an evaluation is a lookup in
 the table (NaN: the training failed). The result records, per strategy and seed, the best
 accuracy found after each evaluation and how many evaluations it took to find the table's
-best function and a top-1% function.
+best function (or one tied with it: within `tie` of its accuracy, e.g. one standard error of
+the table's accuracies) and a top-1% function.
 
 For aquasurf a seed changes the UMAP random_state (42 + seed, the paper's 42 for seed 0):
 otherwise its proposals, deterministic given the embedding, would be the same for every seed.
@@ -14,7 +15,10 @@ layout is computed once and shared by every aquasurf run with that seed.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import importlib.metadata
 import math
+import os
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
@@ -34,8 +38,9 @@ class StrategyRun:
       strategy ran out of classes.
     best_so_far: (seeds, budget) best finite accuracy after each evaluation; -inf until one
       succeeds; carried on past the end.
-    evaluations_to_best: (seeds,) evaluations (1-based) until the table's best function was
-      evaluated; NaN when not within the budget.
+    evaluations_to_best: (seeds,) evaluations (1-based) until the table's best function (or
+      one tied with it, within the replay's `tie`) was evaluated; NaN when not within the
+      budget.
     evaluations_to_top1: (seeds,) the same for the first function in the top 1%.
   """
   proposals: np.ndarray
@@ -95,6 +100,7 @@ class ReplayResult:
     best_accuracy: the table's best finite accuracy.
     top1_threshold: the 99th percentile of the finite accuracies (numpy's linear rule); a
       function at or above it is in the top 1%.
+    tie: a function within this much of best_accuracy counts as the best.
   """
   runs: dict[str, StrategyRun]
   seeds: tuple[int, ...]
@@ -103,6 +109,7 @@ class ReplayResult:
   feature_set: str
   best_accuracy: float
   top1_threshold: float
+  tie: float = 0.0
 
   def __getitem__(self, strategy: str) -> StrategyRun:
     return self.runs[strategy]
@@ -123,7 +130,7 @@ class ReplayResult:
     return _jsonable({
         "seeds": list(self.seeds), "budget": self.budget, "batch": self.batch,
         "feature_set": self.feature_set, "best_accuracy": self.best_accuracy,
-        "top1_threshold": self.top1_threshold, "summary": self.summary(),
+        "top1_threshold": self.top1_threshold, "tie": self.tie, "summary": self.summary(),
         "strategies": {name: dataclasses.asdict(run) for name, run in self.runs.items()},
     })
 
@@ -181,7 +188,8 @@ def replay(candidates: strategies_lib.Candidates, accuracies: np.ndarray,
            feature_set: str = "union", embedding: np.ndarray | None = None,
            progress: bool = False,
            strategy_options: Mapping[str, Mapping] | None = None,
-           stop_at_best: bool = True) -> ReplayResult:
+           stop_at_best: bool = True, tie: float = 0.0,
+           layout_cache: str | None = None) -> ReplayResult:
   """Replays strategies against known accuracies.
 
   Args:
@@ -200,6 +208,10 @@ def replay(candidates: strategies_lib.Candidates, accuracies: np.ndarray,
     stop_at_best: end a replay once it has found the table's best function: nothing after
       changes its curve or its counts, and a budget as large as the table (so that random
       search reaches the best too) stays affordable. Its later proposals are -1.
+    tie: a function whose accuracy is within `tie` of the best counts as the best (0: only
+      the best accuracy itself), so that functions the table cannot tell apart are one target.
+    layout_cache: a directory where each seed's UMAP layout is kept (by the features' digest)
+      and found again by later replays; None: computed every time.
   """
   accuracies = np.asarray(accuracies, np.float64)
   if accuracies.shape != (len(candidates),):
@@ -209,13 +221,16 @@ def replay(candidates: strategies_lib.Candidates, accuracies: np.ndarray,
     raise ValueError("no finite accuracy in the table")
   if budget < 1 or batch < 1:
     raise ValueError(f"budget and batch must be positive, got {budget} and {batch}")
+  if not 0.0 <= tie < 1.0:
+    raise ValueError(f"tie must be an accuracy difference in [0, 1), got {tie}")
   best, threshold = float(finite.max()), float(np.percentile(finite, 99))
+  target = best - tie
   seeds = tuple(int(s) for s in seeds)
   if isinstance(strategies, Mapping):
     factories = dict(strategies)
   else:
     factories = {name: None for name in strategies}
-  layouts = _Layouts(candidates, feature_set, embedding)
+  layouts = _Layouts(candidates, feature_set, embedding, layout_cache)
 
   from tqdm import tqdm  # pylint: disable=import-outside-toplevel
   runs = {}
@@ -228,26 +243,41 @@ def replay(candidates: strategies_lib.Candidates, accuracies: np.ndarray,
         if factory is not None:
           strategy = factory(seed)
         else:
-          if name == "aquasurf":
+          if name in strategies_lib.SURROGATE_STRATEGIES:
             options.update(feature_set=feature_set, embedding=layouts.get(seed))
           strategy = strategies_lib.make_strategy(name, candidates, seed=seed, **options)
         order = run_one(strategy, accuracies, budget, batch,
-                        stop_at=best if stop_at_best else math.inf)
-        rows.append(_score(order, accuracies, budget, best, threshold))
+                        stop_at=target if stop_at_best else math.inf)
+        rows.append(_score(order, accuracies, budget, target, threshold))
         bar.update()
       runs[name] = StrategyRun(*(np.stack(column) for column in zip(*rows)))
-  return ReplayResult(runs, seeds, budget, batch, feature_set, best, threshold)
+  return ReplayResult(runs, seeds, budget, batch, feature_set, best, threshold, tie)
 
 
 class _Layouts:
   """Each seed's surrogate (random_state 42 + seed), built on first use from one shared
-  neighbour graph."""
+  neighbour graph; with a `cache` directory, layouts are kept there as .npy files named by the
+  features' digest, so a replay run again (other strategies, another tie) does not refit UMAP."""
 
-  def __init__(self, candidates, feature_set: str, embedding):
+  def __init__(self, candidates, feature_set: str, embedding, cache: str | None = None):
     self.candidates, self.feature_set = candidates, feature_set
     self.fixed = None if embedding is None else surrogate.Surrogate(embedding)
     self.graph = None
     self.cache: dict[int, surrogate.Surrogate] = {}
+    self.directory = cache
+    self._digest = None
+
+  def _path(self, random_state: int) -> str | None:
+    if self.directory is None:
+      return None
+    if self._digest is None:
+      # The features and what lays them out: another umap-learn may place them elsewhere.
+      digest = hashlib.sha256(importlib.metadata.version("umap-learn").encode())
+      for array in (self.candidates.outputs, self.candidates.fisher):
+        digest.update(np.ascontiguousarray(array).tobytes())
+      self._digest = digest.hexdigest()[:16]
+    return os.path.join(self.directory,
+                        f"layout-{self.feature_set}-{random_state}-{self._digest}.npy")
 
   def get(self, seed: int) -> surrogate.Surrogate:
     if self.fixed is not None:
@@ -255,9 +285,19 @@ class _Layouts:
     if self.feature_set == "raw":
       seed = 0  # no random state
     if seed not in self.cache:
-      if self.feature_set != "raw" and self.graph is None:
-        self.graph = surrogate.fuzzy_graph(self.candidates, self.feature_set)
-      self.cache[seed] = surrogate.Surrogate(surrogate.embed(
-          self.candidates, self.feature_set,
-          random_state=surrogate.DEFAULT_RANDOM_STATE + seed, graph=self.graph))
+      random_state = surrogate.DEFAULT_RANDOM_STATE + seed
+      path = self._path(random_state)
+      if path is not None and os.path.exists(path):
+        layout = np.load(path)
+      else:
+        if self.feature_set != "raw" and self.graph is None:
+          self.graph = surrogate.fuzzy_graph(self.candidates, self.feature_set)
+        layout = surrogate.embed(self.candidates, self.feature_set, random_state=random_state,
+                                 graph=self.graph)
+        if path is not None:
+          os.makedirs(self.directory, exist_ok=True)
+          partial = f"{path}.{os.getpid()}.tmp.npy"
+          np.save(partial, layout)
+          os.replace(partial, path)  # whole or absent, whoever else writes it
+      self.cache[seed] = surrogate.Surrogate(layout)
     return self.cache[seed]

@@ -10,7 +10,9 @@ deterministic for its seed and the sequence of calls it sees.
 
   aquasurf   baselines first, then the surrogate's highest prediction (METHOD.md section 4);
   random     uniform without replacement;
-  evolution  regularized evolution (Real et al. 2019) with one-operator mutations of the schema.
+  evolution  regularized evolution (Real et al. 2019) with one-operator mutations of the schema;
+  aquasurf-local  aquasurf, every other proposal from the one-operator mutations of the best
+             functions so far (the surrogate picks among them): evolution's locality, guided.
 """
 
 from __future__ import annotations
@@ -242,21 +244,96 @@ class RegularizedEvolution:
     return result
 
 
-STRATEGIES = {"aquasurf": AquaSurf, "random": RandomSearch, "evolution": RegularizedEvolution}
+class LocalAquaSurf(AquaSurf):
+  """AquaSurf with a local search around the best functions found so far.
+
+  Where the table says the surrogate loses to evolution (docs/digits-bench.md), near-equal
+  functions at the top differ by one operator: every other proposal (the odd-numbered
+  evaluations) is the unevaluated one-operator mutation of the `parents` best evaluated
+  functions that the surrogate predicts highest; the others, and any proposal with no such
+  mutation left, are aquasurf's. Baselines and the first round as aquasurf.
+  """
+
+  def __init__(self, candidates: Candidates, *, seed: int = 0, feature_set: str = "union",
+               embedding=None, neighbors: int = surrogate.DEFAULT_K,
+               failure_value: float = 0.0, parents: int = 5,
+               choices: Sequence[Sequence[str]] | None = None):
+    super().__init__(candidates, seed=seed, feature_set=feature_set, embedding=embedding,
+                     neighbors=neighbors, failure_value=failure_value)
+    if candidates.schema is None:
+      raise ValueError("aquasurf-local mutates names of a schema; the candidates have none")
+    self.candidates, self.parents = candidates, int(parents)
+    self.choices = (space.operator_choices(candidates.schema) if choices is None
+                    else [tuple(c) for c in choices])
+    self._mutants: dict[int, np.ndarray] = {}
+
+  def mutants(self, index: int) -> np.ndarray:
+    """The classes one operator away from class `index` (any of its members of the schema)."""
+    if index not in self._mutants:
+      found = set()
+      for member in self.candidates.classes[index]:
+        chosen = schema_operators(member, self.candidates.schema)
+        if chosen is None:
+          continue
+        for position, options in enumerate(self.choices):
+          for option in options:
+            if option != chosen[position]:
+              name = fill_schema(self.candidates.schema,
+                                 chosen[:position] + [option] + chosen[position + 1:])
+              other = self.candidates.index_of(name)
+              if other is not None and other != index:
+                found.add(other)
+      self._mutants[index] = np.array(sorted(found), np.int64)
+    return self._mutants[index]
+
+  def propose(self, history, k, *, exclude=()) -> list[int]:
+    _check_k(k)
+    taken = set(history) | set(exclude)
+    result = [b for b in self.baselines if b not in taken][:k]
+    taken.update(result)
+    if len(result) == k or not any(self.surrogate.eligible[i] for i in history):
+      return result + super().propose(history, k - len(result), exclude=taken)
+    predictions = self.surrogate.predict(history, k=self.neighbors,
+                                         failure_value=self.failure_value)
+    scores = np.where(self.surrogate.eligible, predictions, -np.inf)
+    ranked = sorted((i for i, v in history.items() if math.isfinite(v)),
+                    key=lambda i: (-history[i], i))[:self.parents]
+    local = np.unique(np.concatenate([self.mutants(i) for i in ranked] or [np.zeros(0, int)]))
+    overall = np.argsort(-scores, kind="stable")
+    while len(result) < k:
+      pick = None
+      if (len(history) + len(result)) % 2:
+        open_ = [i for i in local if i not in taken and np.isfinite(scores[i])]
+        if open_:
+          pick = max(open_, key=lambda i: (scores[i], -i))
+      if pick is None:
+        pick = next((int(i) for i in overall if int(i) not in taken and
+                     np.isfinite(scores[i])), None)
+      if pick is None:
+        break
+      result.append(int(pick))
+      taken.add(int(pick))
+    return result
+
+
+STRATEGIES = {"aquasurf": AquaSurf, "random": RandomSearch, "evolution": RegularizedEvolution,
+              "aquasurf-local": LocalAquaSurf}
+SURROGATE_STRATEGIES = ("aquasurf", "aquasurf-local")  # they take feature_set and embedding
 
 
 def make_strategy(name: str, candidates: Candidates, *, seed: int, feature_set: str = "union",
                   embedding: np.ndarray | None = None, **options) -> Strategy:
-  """A strategy by name ('aquasurf', 'random', 'evolution').
+  """A strategy by name ('aquasurf', 'random', 'evolution', 'aquasurf-local').
 
   `feature_set` and `embedding` (a precomputed surrogate.embed, shared across seeds and
-  strategies since it is the costly part) concern aquasurf only; `options` go to the class
-  (aquasurf: neighbors (the k of k-NN), failure_value; evolution: population_size, sample_size, max_attempts,
+  strategies since it is the costly part) concern the surrogate's strategies only; `options`
+  go to the class (aquasurf: neighbors (the k of k-NN), failure_value; evolution:
+  population_size, sample_size, max_attempts, choices; aquasurf-local: aquasurf's, parents,
   choices).
   """
   if name not in STRATEGIES:
     raise ValueError(f"unknown strategy {name!r}; expected one of {tuple(STRATEGIES)}")
-  if name == "aquasurf":
-    return AquaSurf(candidates, seed=seed, feature_set=feature_set, embedding=embedding,
-                    **options)
+  if name in SURROGATE_STRATEGIES:
+    return STRATEGIES[name](candidates, seed=seed, feature_set=feature_set,
+                            embedding=embedding, **options)
   return STRATEGIES[name](candidates, seed=seed, **options)

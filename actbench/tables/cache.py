@@ -20,8 +20,9 @@ import numpy as np
 from actbench.tables.download import BENCHMARKS, default_cache_dir, published_path, resolve_name
 from actbench.tables.table import BenchmarkError, Table, read_hashed
 
-# Tables built with actbench and shipped with it (configs/digits_bench.py rebuilds the one).
-BUNDLED = {"digits": "act-bench-digits.json.gz"}
+# Tables built with actbench and shipped with it (configs/digits_bench.py rebuilds v2,
+# configs/digits_bench_v1.py the first version).
+BUNDLED = {"digits": "act-bench-digits.json.gz", "digits-v1": "act-bench-digits-v1.json.gz"}
 _FORMAT = 1  # bump when the cached layout or the reader's output changes
 _log = logging.getLogger(__name__)
 
