@@ -82,6 +82,7 @@ from actbench import fisher
 from actbench.engine import data, model_factory, objectives, optim, population
 from actbench.engine import trainer as trainer_lib
 from actbench.expr import space
+from actbench.search import replay
 from bench import bench_fisher, bench_vision
 from configs import cnn, resnet
 
@@ -222,7 +223,7 @@ class Report:
     self.data["complete"] = complete
     temporary = self.path + ".tmp"
     with open(temporary, "w", encoding="utf-8") as f:
-      json.dump(_finite_or_none(self.data), f, indent=1, allow_nan=False)
+      json.dump(replay.jsonable(self.data), f, indent=1, allow_nan=False)
     os.replace(temporary, self.path)
 
 
@@ -237,19 +238,6 @@ def process_age_s() -> float | None:
     return uptime - started_ticks / os.sysconf("SC_CLK_TCK")
   except (OSError, ValueError, IndexError):
     return None
-
-
-def _finite_or_none(value):
-  """JSON has no NaN or inf: they become null."""
-  if isinstance(value, dict):
-    return {k: _finite_or_none(v) for k, v in value.items()}
-  if isinstance(value, (list, tuple)):
-    return [_finite_or_none(v) for v in value]
-  if isinstance(value, (float, np.floating)):
-    return float(value) if math.isfinite(value) else None
-  if isinstance(value, np.integer):
-    return int(value)
-  return value
 
 
 def is_out_of_memory(error: BaseException) -> bool:

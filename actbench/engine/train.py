@@ -329,6 +329,7 @@ def train_population(config, activations: Sequence[str], seeds: Sequence[int] = 
 
 
 _FOLDS: dict[tuple, tuple[data_lib.Dataset, list[data_lib.Dataset]]] = {}
+_MAX_FOLDED = 8  # datasets whose folds are kept (each holds index arrays only)
 
 
 def folds_of(config, dataset: data_lib.Dataset) -> list[data_lib.Dataset]:
@@ -341,6 +342,8 @@ def folds_of(config, dataset: data_lib.Dataset) -> list[data_lib.Dataset]:
   key = (id(dataset), num_folds, int(config.seed))
   cached = _FOLDS.get(key)
   if cached is None or cached[0] is not dataset:
+    if len(_FOLDS) >= _MAX_FOLDED:
+      _FOLDS.pop(next(iter(_FOLDS)))
     cached = _FOLDS[key] = (dataset, data_lib.cross_validation_folds(dataset, num_folds,
                                                                       seed=int(config.seed)))
   return cached[1]

@@ -75,14 +75,14 @@ def _describe(values, reached: bool = True) -> dict:
   return result
 
 
-def _jsonable(value):
+def jsonable(value):
   """Arrays to lists, non-finite numbers to null (JSON has neither)."""
   if isinstance(value, dict):
-    return {str(k): _jsonable(v) for k, v in value.items()}
+    return {str(k): jsonable(v) for k, v in value.items()}
   if isinstance(value, np.ndarray):
     value = value.tolist()
   if isinstance(value, (list, tuple)):
-    return [_jsonable(v) for v in value]
+    return [jsonable(v) for v in value]
   if isinstance(value, (float, np.floating)):
     return float(value) if math.isfinite(value) else None
   if isinstance(value, np.integer):
@@ -127,7 +127,7 @@ class ReplayResult:
     """A JSON-ready dict (json.dumps takes it as is): the settings, "summary", and
     "strategies": name -> every StrategyRun array as nested lists. Non-finite numbers (-inf
     before a first success, not reached) are null."""
-    return _jsonable({
+    return jsonable({
         "seeds": list(self.seeds), "budget": self.budget, "batch": self.batch,
         "feature_set": self.feature_set, "best_accuracy": self.best_accuracy,
         "top1_threshold": self.top1_threshold, "tie": self.tie, "summary": self.summary(),

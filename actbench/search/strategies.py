@@ -108,6 +108,13 @@ class AquaSurf:
     if len(result) == k:
       return result
     taken.update(result)
+    return result + self._after_baselines(history, k - len(result), taken,
+                                          len(history) + len(result))
+
+  def _after_baselines(self, history, k: int, taken: set, position: int) -> list[int]:
+    """The next `k` eligible classes not in `taken`, the baselines done; `position`: how many
+    evaluations come before the first of them (a subclass may alternate on it)."""
+    del position  # every proposal is the surrogate's
     open_ = self.surrogate.eligible.copy()
     open_[list(taken)] = False
     rows = np.flatnonzero(open_)
@@ -118,7 +125,7 @@ class AquaSurf:
                                             failure_value=self.failure_value)
       # A stable sort of ascending ids keeps the lowest id first among equal predictions.
       order = rows[np.argsort(-predictions[rows], kind="stable")]
-    return result + order[:k - len(result)].tolist()
+    return order[:k].tolist()
 
 
 def schema_operators(expr, schema) -> list[str] | None:
@@ -286,13 +293,9 @@ class LocalAquaSurf(AquaSurf):
       self._mutants[index] = np.array(sorted(found), np.int64)
     return self._mutants[index]
 
-  def propose(self, history, k, *, exclude=()) -> list[int]:
-    _check_k(k)
-    taken = set(history) | set(exclude)
-    result = [b for b in self.baselines if b not in taken][:k]
-    taken.update(result)
-    if len(result) == k or not any(self.surrogate.eligible[i] for i in history):
-      return result + super().propose(history, k - len(result), exclude=taken)
+  def _after_baselines(self, history, k: int, taken: set, position: int) -> list[int]:
+    if not any(self.surrogate.eligible[i] for i in history):  # the first round: aquasurf's
+      return super()._after_baselines(history, k, taken, position)
     predictions = self.surrogate.predict(history, k=self.neighbors,
                                          failure_value=self.failure_value)
     scores = np.where(self.surrogate.eligible, predictions, -np.inf)
@@ -300,9 +303,10 @@ class LocalAquaSurf(AquaSurf):
                     key=lambda i: (-history[i], i))[:self.parents]
     local = np.unique(np.concatenate([self.mutants(i) for i in ranked] or [np.zeros(0, int)]))
     overall = np.argsort(-scores, kind="stable")
+    result = []
     while len(result) < k:
       pick = None
-      if (len(history) + len(result)) % 2:
+      if (position + len(result)) % 2:
         open_ = [i for i in local if i not in taken and np.isfinite(scores[i])]
         if open_:
           pick = max(open_, key=lambda i: (scores[i], -i))
