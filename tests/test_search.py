@@ -217,6 +217,7 @@ def test_benchmark_replay_and_report(tmp_path):
   os.rename(os.path.join(replay_dir, "replay.json"), os.path.join(workdir, "replay.json"))
   config.report.document = os.path.join(workdir, "docs", "report.md")
   config.report.discussion = "What the figures mean."
+  config.report.recipe = "How it was trained."
   config.report.previous_table = path  # an earlier version: here the same table, relabelled
   config.report.previous_replay = os.path.join(replay_dir, "replay-summary.json")
   config.report.previous_label = "v0"
@@ -228,6 +229,7 @@ def test_benchmark_replay_and_report(tmp_path):
     assert heading in text
   assert f"{len(classes)} functions" in text and "`relu(x)`" in text
   assert "| aquasurf |" in text and text.rstrip().endswith("What the figures mean.")
+  assert "\n\nHow it was trained.\n\n## The table" in text  # a paragraph of its own
   assert "| aquasurf (v0) |" in text and "| union (v0) |" in text and "| v0 |" in text
   assert "- v0: median evaluations to a top-1% function: aquasurf" in text
   for figure in ("accuracy_histogram", "best_functions", "surrogate_quality", "search_curves"):

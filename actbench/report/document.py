@@ -233,6 +233,11 @@ def targets_section(saved: Mapping | None, quality: Mapping,
   return lines + [""]
 
 
+def _paragraphs(texts: Sequence[str]) -> list[str]:
+  """Markdown lines for the non-empty texts, a blank line after each."""
+  return [line for text in texts if text for line in (text, "")]
+
+
 def write(table, replay_saved: Mapping | None, path: str, *, title: str,
           introduction: Sequence[str] = (), discussion: Sequence[str] = (),
           previous: Mapping | None = None) -> str:
@@ -245,7 +250,7 @@ def write(table, replay_saved: Mapping | None, path: str, *, title: str,
   figures = os.path.join(os.path.dirname(os.path.abspath(path)), stem)
   os.makedirs(figures, exist_ok=True)
   quality = (replay_saved or {}).get("quality", {})
-  lines = [f"# {title}", "", *[paragraph for paragraph in introduction if paragraph], ""]
+  lines = [f"# {title}", ""] + _paragraphs(introduction)
   lines += accuracy_section(table, figures, stem, previous)
   lines += best_section(table, figures, stem, previous=previous)
   lines += quality_section(quality, figures, stem, previous)
@@ -253,7 +258,7 @@ def write(table, replay_saved: Mapping | None, path: str, *, title: str,
     lines += replay_section(replay_saved["replay"], figures, stem, previous)
   lines += targets_section(None if replay_saved is None else replay_saved["replay"], quality,
                            previous)
-  lines += [paragraph for paragraph in discussion if paragraph] + [""]
+  lines += _paragraphs(discussion)
   with open(path + ".tmp", "w", encoding="utf-8") as f:
     f.write("\n".join(lines))
   os.replace(path + ".tmp", path)
