@@ -12,9 +12,10 @@ such while the others go on. Sections:
             loop, which XLA counts once whatever its trip count (why the FLOPs of a population
             program are its members' step FLOPs times the population, not XLA's count of it).
   training  All-CNN-C and ResNet-56 on CIFAR-10-shaped random data, float32 and bfloat16:
-            populations of 1, 8, 32, 128 and 256 under `population.strategy` vmap and map (the
-            program a search compiles: activations encoded over the benchmark space), against
-            one plainly jitted model per activation ('single'). Per program: compile time (the
+            populations of 1, 8, 32, 128 and 256 under `population.strategy` vmap, grouped
+            (groups of 8 members sorted by operator, only the operators a group selects run)
+            and map (the program a search compiles: activations encoded over the benchmark
+            space), against one plainly jitted model per activation ('single'). Per program: compile time (the
             first call, which users feel once per search) apart from the steady step time,
             model-epochs per second (45,000 images an epoch), achieved TFLOP/s and their
             fraction of the chip's bf16 and fp32 peaks, and device memory per member.
@@ -131,9 +132,10 @@ class Sizes:
   activations: tuple[str, ...]  # () = the benchmark space's (bench_fisher.population_names)
   min_timed_s: float  # steady state: calls are timed until this long...
   max_timed_calls: int  # ...or this many
+  group_size: int = population.DEFAULT_GROUP_SIZE  # members per vmapped group of 'grouped'
 
 
-def training_plan(dtypes=("bfloat16", "float32"), strategies=("vmap", "map"),
+def training_plan(dtypes=("bfloat16", "float32"), strategies=("vmap", "grouped", "map"),
                   populations=(1, 8, 32, 128, 256)) -> tuple[tuple[str, str, int], ...]:
   """The single model in every dtype, then per dtype each strategy's populations from the
   smallest (one that does not fit ends its series)."""
@@ -157,13 +159,14 @@ DEFAULT = Sizes(
 TINY = dataclasses.replace(
     DEFAULT, budget_s=600.0,
     training=(("allcnnc", (("float32", "single", 1), ("float32", "vmap", 2),
-                           ("float32", "map", 1))),
+                           ("float32", "grouped", 2), ("float32", "map", 1))),
               ("resnet56", (("bfloat16", "single", 1), ("bfloat16", "vmap", 1),
                             ("bfloat16", "map", 2)))),
     cifar_batch=2, cifar_steps=1, resnet_depth=8,
     vision_models=("resnet50",), vision_smoke=True, vision_image_size=64, vision_batch=2,
     vision_steps=1, vision_max_population=1, fisher_populations=(2,), fisher_batch=4,
-    schema="", activations=TINY_ACTIVATIONS, min_timed_s=0.0, max_timed_calls=1)
+    schema="", activations=TINY_ACTIVATIONS, min_timed_s=0.0, max_timed_calls=1,
+    group_size=1)  # 'grouped' over 2 members: two groups, sorted
 
 # ---- bookkeeping: budget, report, failures ----
 
@@ -627,6 +630,7 @@ def cifar_config(model: str, dtype: str, strategy: str, sizes: Sizes):
     config.model.kwargs.depth = sizes.resnet_depth
   config.model.dtype = dtype
   config.population.strategy = strategy
+  config.population.group_size = sizes.group_size
   config.population.schema = sizes.schema
   config.train.batch_size = sizes.cifar_batch
   config.train.steps_per_call = sizes.cifar_steps
@@ -648,6 +652,8 @@ def run_training(report: Report, budget: Budget, model: str, plan, names: list[s
     series = (dtype, strategy)
     row = {"model": model, "dtype": dtype, "strategy": strategy, "population": count,
            "batch_size": sizes.cifar_batch, "error": None}
+    if strategy == "grouped":
+      row["group_size"] = sizes.group_size
     reason = stopped.get(series) or budget.skip_reason(
         _estimate_s(previous.get(series) or previous.get("last"), count, sizes))
     if reason:

@@ -70,7 +70,10 @@ def base_config() -> ml_collections.ConfigDict:
   config.train.eval_batches_per_call = 0  # evaluation batches per compiled call (0: all)
 
   config.population = ml_collections.ConfigDict()
-  config.population.strategy = "auto"  # auto | map (lax.map, CPU) | vmap (accelerators)
+  # auto | map (lax.map, CPU) | vmap (accelerators) | grouped (vmap in groups of members
+  # sorted by operator; only the operators a group selects run)
+  config.population.strategy = "auto"
+  config.population.group_size = 8  # grouped: members per vmapped group
   config.population.normalize = False  # train (f - E f) / std f under N(0,1) instead of f
   config.population.schema = ""  # encode over this search space ('' = infer from the names)
 

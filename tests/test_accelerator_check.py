@@ -90,9 +90,11 @@ def test_tiny_training_measures_every_strategy_dtype_and_population(tiny_report)
       assert row["fraction_of_peak"] is None
   assert {r["model"] for r in rows} == {"allcnnc", "resnet56"}
   assert {r["dtype"] for r in rows} == {"float32", "bfloat16"}
-  assert {r["strategy"] for r in rows} == {"single", "vmap", "map"}
+  assert {r["strategy"] for r in rows} == {"single", "vmap", "grouped", "map"}
   for strategy in ("vmap", "map"):
     assert {r["population"] for r in rows if r["strategy"] == strategy} == {1, 2}
+  assert [(r["population"], r["group_size"]) for r in rows if r["strategy"] == "grouped"] == [
+      (2, 1)]
   compiled = {c["program"] for c in report["compile"]}
   assert "training/allcnnc/float32/vmap/P=2" in compiled
   assert all(positive(c["compile_s"]) for c in report["compile"])
@@ -178,7 +180,7 @@ def test_a_population_that_does_not_fit_ends_its_series_only(monkeypatch, tmp_pa
   assert status[("float32", "map", 1)] == "failed"
   assert status[("float32", "map", 8)] == "skipped"
   saved = json.loads((tmp_path / check.REPORT_NAME).read_text())
-  assert len(saved["training"]) == 2 + 2 * 2 * 5
+  assert len(saved["training"]) == 2 + 2 * 3 * 5  # singles, then dtype x strategy x population
   skipped = next(r for r in saved["training"] if r["status"] == "skipped")
   assert "did not fit" in skipped["error"]
 

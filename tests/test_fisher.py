@@ -485,11 +485,12 @@ def test_diverging_member_is_missing_and_isolated(digits_batch, population_resul
   np.testing.assert_array_equal(result.dropped[[0, 2]], population_result.dropped[[0, 2]])
 
 
-def test_vmap_strategy_equals_map(digits_batch, population_result):
+@pytest.mark.parametrize("strategy", ["vmap", "grouped"])
+def test_vmap_and_grouped_strategies_equal_map(digits_batch, population_result, strategy):
   images, labels = digits_batch
   codes = TABLE.encode(["relu(x)", "reciprocal(zero(x))", "swish(x)"])
   result = fisher.population_features(small_cnn, TABLE, codes, images, labels, batch_chunk=16,
-                                      members_per_call=4, strategy="vmap")
+                                      members_per_call=4, strategy=strategy, group_size=2)
   assert list(result.failed) == [1]
   np.testing.assert_allclose(result.features[[0, 2]], population_result.features[[0, 2]],
                              atol=1e-6)

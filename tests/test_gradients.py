@@ -248,14 +248,20 @@ def benchmark_gradients():
     def gradient(row):  # reverse mode through the custom JVP, as training differentiates
       return jax.grad(lambda v: encoding.apply(row, v).sum())(x)
 
+    def grouped_gradient(row, present):
+      return jax.grad(lambda v: encoding.apply(row, v, present=present).sum())(x)
+
     mapped = run_compiled(lambda c: jax.lax.map(gradient, c), codes)
     vmapped = run_compiled(jax.vmap(gradient), codes)
+    # Groups of 7 sorted members: each runs 1-2 binary and up to 7 unary operators per slot.
+    grouped = run_compiled(lambda c: population.over_members(
+        grouped_gradient, (c,), (), "grouped", encoding=encoding, group_size=7), codes)
     expected, scale, values, chain = _reverse_mode_reference(encoding.unary, encoding.binary, x)
     compiled = run_compiled(lambda x: jnp.stack(
         [jax.vmap(jax.grad(actbench.compile(name)))(x) for name in _covering_names()]), x)
-  for array in (mapped, vmapped, expected, values, compiled):
+  for array in (mapped, vmapped, grouped, expected, values, compiled):
     assert array.dtype == np.float64
-  return Gradients(names, mapped, vmapped, expected, scale, values, compiled, chain)
+  return Gradients(names, mapped, vmapped, grouped, expected, scale, values, compiled, chain)
 
 
 @dataclasses.dataclass
@@ -263,6 +269,7 @@ class Gradients:
   names: list
   mapped: np.ndarray
   vmapped: np.ndarray
+  grouped: np.ndarray
   expected: np.ndarray
   scale: np.ndarray
   values: np.ndarray
@@ -292,10 +299,10 @@ def _assert_same_gradients(actual, expected, scale, names, allowed=None):
                          for i, j in zip(*np.nonzero(bad))][:10]
 
 
-@pytest.mark.parametrize("strategy", ["map", "vmap"])
+@pytest.mark.parametrize("strategy", ["map", "vmap", "grouped"])
 def test_population_gradients_over_the_benchmark_space(benchmark_gradients, strategy):
-  """d/dx of `Encoding.apply` (reverse mode through its custom JVP; lax.map and vmap over the
-  codes) for all 5,103 names of the benchmark space at 64 points (25 special ones: kinks,
+  """d/dx of `Encoding.apply` (reverse mode through its custom JVP; lax.map, vmap and
+  population.over_members' groups with only their present operators over the codes) for all 5,103 names of the benchmark space at 64 points (25 special ones: kinks,
   ties such as max(relu(x),abs(x)) at x > 0, overflow at |x| = 1e3 and 1e4; 39 standard normal
   ones), against jax.grad(actbench.compile(name)) assembled node by node, in float64.
 
@@ -315,11 +322,11 @@ def test_population_gradients_over_the_benchmark_space(benchmark_gradients, stra
   function's value is not finite (`_undefined`).
   """
   g = benchmark_gradients
-  actual = g.mapped if strategy == "map" else g.vmapped
+  actual = {"map": g.mapped, "vmap": g.vmapped, "grouped": g.grouped}[strategy]
   assert actual.shape == g.expected.shape == (5103, POINTS.size)
   _assert_same_gradients(actual, g.chain, g.scale, g.names, _undefined(g.values))
   # Both strategies compute the same member-wise derivatives (fused differently: ulps).
-  _assert_same_gradients(g.vmapped, g.mapped, g.scale, g.names)
+  _assert_same_gradients(actual, g.mapped, g.scale, g.names)
 
 
 def _covering_names():
@@ -340,7 +347,7 @@ def test_covering_names_against_compiled_gradients(benchmark_gradients):
   rows = [g.names.index(str(actbench.parse(name))) for name in _covering_names()]
   covered = [g.names[r] for r in rows]
   _assert_same_gradients(g.compiled, g.expected[rows], g.scale[rows], covered)
-  for population_grads in (g.mapped[rows], g.vmapped[rows]):
+  for population_grads in (g.mapped[rows], g.vmapped[rows], g.grouped[rows]):
     _assert_same_gradients(population_grads, g.chain[rows], g.scale[rows], covered,
                            _undefined(g.values[rows]))
   slots = [{actbench.parse(name).args[k].op for name in covered} for k in (0, 1)]
@@ -382,6 +389,6 @@ def test_zero_tangents_never_meet_infinite_partials(benchmark_gradients):
   forward-mode derivative once made these NaN and the members fail.)"""
   g = benchmark_gradients
   for row, column, derivative in _case_positions(g.names):
-    for population_grads in (g.mapped, g.vmapped):
+    for population_grads in (g.mapped, g.vmapped, g.grouped):
       assert population_grads[row, column] == pytest.approx(
           derivative, rel=1e-12, abs=1e-300), (g.names[row], POINTS[column])

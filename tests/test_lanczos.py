@@ -260,15 +260,16 @@ def _make_apply(act):
 POPULATION = ["tanh(x)", "relu(x)", "exp(mul(x,exp(exp(exp(one(x))))))", "swish(x)"]
 
 
-@pytest.mark.parametrize("strategy", ["map", "vmap"])
+@pytest.mark.parametrize("strategy", ["map", "vmap", "grouped"])
 def test_population_equals_one_at_a_time(problem, strategy):
-  """One compiled program for the population, members_per_call 3 (a padded second call);
-  each member as spectral_density of its activation alone, the failing one isolated."""
+  """One compiled program for the population, members_per_call 3 (a padded second call;
+  grouped: groups of 2, the second padded); each member as spectral_density of its
+  activation alone, the failing one isolated."""
   encoding = population.FunctionTable.of(POPULATION)
   args = (problem["params"], problem["images"], problem["labels"])
   together = lanczos.population_spectral_density(
       _make_apply, encoding, encoding.encode(POPULATION), *args, num_probes=3, seed=2,
-      chunk_size=4, strategy=strategy, members_per_call=3)
+      chunk_size=4, strategy=strategy, members_per_call=3, group_size=2)
   assert [d.failure is not None for d in together] == [False, False, True, False]
   for name, density in zip(POPULATION, together):
     alone = lanczos.spectral_density(_make_apply(actbench.compile(name)), *args, num_probes=3,

@@ -101,6 +101,60 @@ def test_lax_map_runs_only_the_selected_operator():
   np.testing.assert_array_equal(vmapped, expected)
 
 
+def test_grouped_runs_only_the_operators_its_group_selects():
+  runs = []
+
+  def operator(x):
+    jax.debug.callback(lambda v: runs.append(np.asarray(v).tolist()), x)
+    return x
+
+  actbench.register_operator("test_grouped", operator, 1, overwrite=True)
+  names = ["test_grouped(x)", "relu(x)", "tanh(x)", "relu(x)", "test_grouped(x)", "tanh(x)"]
+  encoding, codes = population.encode(names)
+  safe = float(actbench.operators.get("test_grouped").safe_input)
+  x = jnp.asarray([-2.0, -1.0, 0.5])
+  expected = np.stack([operator_value(name, x) for name in names])
+
+  def member(row, present):
+    return encoding.apply(row, x, present=present)
+
+  for group_size, expected_runs in [
+      # Sorted by code, groups of 2 are (test_grouped x2), (relu x2), (tanh x2): the operator
+      # runs for its own two members only, as under lax.map.
+      (2, [x.tolist()] * 2),
+      # Groups of 3: the first holds both test_grouped members and a relu one, which computes
+      # it on the safe input; the second group (relu, tanh, tanh) never runs it.
+      (3, [x.tolist()] * 2 + [[safe] * 3]),
+      # One group: every member runs it, as under vmap.
+      (6, [x.tolist()] * 2 + [[safe] * 3] * 4)]:
+    runs.clear()
+    grouped = jax.jit(lambda c, size=group_size: population.over_members(
+        member, (c,), (), "grouped", encoding=encoding, group_size=size))(codes)
+    jax.effects_barrier()
+    assert sorted(runs) == sorted(expected_runs), group_size
+    np.testing.assert_array_equal(grouped, expected)  # in the members' order
+  # Five members in groups of 2: sorted, (relu x2), (tanh x2), then the one test_grouped
+  # member padded with a copy of itself, whose run is wasted and whose result is dropped.
+  five = [0, 1, 2, 3, 5]
+  runs.clear()
+  grouped = jax.jit(lambda c: population.over_members(
+      member, (c,), (), "grouped", encoding=encoding, group_size=2))(codes[five])
+  jax.effects_barrier()
+  assert runs == [x.tolist()] * 2
+  np.testing.assert_array_equal(grouped, expected[five])
+
+
+def operator_value(name, x):
+  return x if name.startswith("test_grouped") else actbench.compile(name)(x)
+
+
+@pytest.mark.parametrize("members, size, shape", [
+    (6, 2, (3, 2)), (6, 4, (2, 3)), (7, 3, (3, 3)), (5, 8, (1, 5)), (128, 8, (16, 8)),
+    (103, 8, (13, 8)), (12, 0, (1, 12))])
+def test_group_shape(members, size, shape):
+  assert population.group_shape(members, size) == shape
+
+
 def test_encode_infers_schema_and_tables():
   encoding, codes = population.encode(
       ["sum_n(tanh(x),relu(x),x)", "max_n(relu(x),gelu(x),x)"])

@@ -50,13 +50,15 @@ def test_population_learns_and_reports_every_member(digits):
   json.dumps(result.to_json())  # serializable
 
 
-@pytest.mark.parametrize("strategy", ["map", "vmap"])
+@pytest.mark.parametrize("strategy", ["map", "vmap", "grouped"])
 def test_diverging_member_is_isolated(digits, strategy):
   # One program for all members. Under vmap (the accelerator path) every member evaluates
   # every operator of the population's tables (here those the names use: a whole space's
-  # would only make the CPU compile slower), and still nothing leaks.
+  # would only make the CPU compile slower), and still nothing leaks; grouped, in groups of 2
+  # (the third member alone, padded), the same holds.
   config = smoke_config()
   config.population.strategy = strategy
+  config.population.group_size = 2
   if strategy == "map":
     config.population.schema = "unary(unary(x))"
   healthy = train.train_population(
@@ -99,17 +101,19 @@ def test_deterministic_under_a_fixed_seed(digits):
   assert first.metrics == second.metrics
 
 
-def test_map_and_vmap_agree(digits):
+def test_map_vmap_and_grouped_agree(digits):
+  names = ["max(relu(x),tanh(x))", "mul(x,sigmoid(x))", "max(relu(x),x)"]
   config = smoke_config()
   config.population.strategy = "map"
-  mapped = train.train_population(config, ["max(relu(x),tanh(x))", "mul(x,sigmoid(x))"], [0],
-                                  dataset=digits)
-  config.population.strategy = "vmap"
-  vmapped = train.train_population(config, ["max(relu(x),tanh(x))", "mul(x,sigmoid(x))"], [0],
-                                   dataset=digits)
-  for name in mapped.metrics:
-    np.testing.assert_allclose(vmapped.metrics[name], mapped.metrics[name], rtol=1e-3,
-                               atol=1e-3, err_msg=name)
+  mapped = train.train_population(config, names, [0, 1], dataset=digits)
+  for strategy in ("vmap", "grouped"):
+    config.population.strategy = strategy
+    config.population.group_size = 4  # 6 members: two groups of 3, sorted by function
+    other = train.train_population(config, names, [0, 1], dataset=digits)
+    assert other.activations == mapped.activations and other.seeds == mapped.seeds
+    for name in mapped.metrics:
+      np.testing.assert_allclose(other.metrics[name], mapped.metrics[name], rtol=1e-3,
+                                 atol=1e-3, err_msg=f"{strategy} {name}")
 
 
 def test_resume_equals_uninterrupted_run(digits, tmp_path, monkeypatch):

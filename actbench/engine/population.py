@@ -34,18 +34,69 @@ from actbench.expr.expression import Expr, ExpressionError, parse, parse_schema
 MEMBER_AXIS = "population"  # the mesh axis population members are sharded over
 
 
-STRATEGIES = ("auto", "map", "vmap")
+STRATEGIES = ("auto", "map", "vmap", "grouped")
+DEFAULT_GROUP_SIZE = 8
 
 
 def resolve_strategy(strategy: str) -> str:
-  """How a population's members run: 'map' (lax.map; only each member's own operators run,
-  the fastest on CPU) or 'vmap' (every operator runs, the selected one is kept; accelerators).
-  'auto' picks map on CPU and vmap elsewhere."""
+  """How a population's members run:
+    'map'      lax.map: one member at a time, only its own operators run (the fastest on CPU);
+    'vmap'     one wide program: every operator of the search space runs for every member and
+               the selected one is kept;
+    'grouped'  the members sorted by their codes and cut into groups (`group_size`), lax.map
+               over the groups and vmap within one, where only the operators some member of
+               the group selects run (`present_operators`): vmap's width, work that scales
+               with what the group selects;
+    'auto'     map on CPU, vmap elsewhere.
+  """
   if strategy not in STRATEGIES:
     raise ValueError(f"population strategy must be one of {STRATEGIES}, got {strategy!r}")
   if strategy == "auto":
     return "map" if jax.default_backend() == "cpu" else "vmap"
   return strategy
+
+
+def group_shape(members: int, group_size: int) -> tuple[int, int]:
+  """(groups, members per group) the 'grouped' strategy cuts `members` into: the fewest
+  groups of at most `group_size` (0: one group), as even as they go; the last is padded."""
+  if group_size <= 0 or members <= group_size:
+    return 1, members
+  groups = -(-members // group_size)
+  return groups, -(-members // groups)
+
+
+def over_members(fn, member_args: tuple, shared_args: tuple, strategy: str, *, encoding=None,
+                 codes_at: int = 0, group_size: int = DEFAULT_GROUP_SIZE):
+  """fn(*member, *shared_args) for every member: the leading axis of each of `member_args`
+  (pytrees), by a resolved strategy (`resolve_strategy`). Under 'grouped', fn also gets
+  `present=` (the group's `encoding.present_operators`) and must pass it to `apply`; the
+  member codes are member_args[codes_at]. Results come back in the members' order."""
+  if strategy == "map":
+    return jax.lax.map(lambda member: fn(*member, *shared_args), member_args)
+  if strategy == "vmap":
+    return jax.vmap(lambda *member: fn(*member, *shared_args))(*member_args)
+  if strategy != "grouped":
+    raise ValueError(f"unresolved population strategy {strategy!r}")
+  codes = member_args[codes_at]
+  members = codes.shape[0]
+  groups, size = group_shape(members, group_size)
+
+  def one_group(group_args):
+    present = encoding.present_operators(group_args[codes_at])
+    return jax.vmap(lambda *member: fn(*member, *shared_args, present=present))(*group_args)
+
+  if groups == 1:
+    return one_group(member_args)
+  # Sorted by their codes (the first slot first), neighbours share operators, so a group
+  # selects few of them. The last group is padded with copies of the last member, which
+  # select nothing new; their results are dropped.
+  order = jnp.lexsort(tuple(codes[:, slot] for slot in reversed(range(codes.shape[1]))))
+  index = jnp.concatenate([order, jnp.full(groups * size - members, order[-1])])
+  grouped = jax.tree.map(lambda a: a[index].reshape((groups, size) + a.shape[1:]), member_args)
+  results = jax.lax.map(one_group, grouped)
+  inverse = jnp.argsort(order)
+  return jax.tree.map(lambda a: a.reshape((groups * size,) + a.shape[2:])[:members][inverse],
+                      results)
 
 
 def _with_forward_derivative(elementwise, dual=None):
@@ -204,7 +255,17 @@ class Encoding:
       op = pattern.op
     return Expr(op, tuple(self._decode_node(arg, codes) for arg in pattern.args))
 
-  def _evaluate(self, codes: jax.Array, x: jax.Array) -> jax.Array:
+  @property
+  def width(self) -> int:
+    """The longest operator table: the second axis of `present_operators`."""
+    return max(len(self.unary), len(self.binary), len(self.nary), 1)
+
+  def present_operators(self, codes) -> jax.Array:
+    """bool (num_slots, width): whether any row of `codes` (n, num_slots) selects operator k
+    at slot s. Pass it to `apply` under vmap so that only those operators run."""
+    return _present(codes, self.num_slots, self.width)
+
+  def _evaluate(self, codes: jax.Array, x: jax.Array, present=None) -> jax.Array:
     slot = itertools.count()
 
     def visit(pattern: Expr) -> jax.Array:
@@ -213,15 +274,15 @@ class Encoding:
       if pattern.op not in operators.ARITIES:
         args = [visit(arg) for arg in pattern.args]
         return operators.get(pattern.op).jax_fn(*args).astype(x.dtype)
-      code = codes[next(slot)]  # pre-order: the node's slot before its arguments'
+      index = next(slot)  # pre-order: the node's slot before its arguments'
       args = [visit(arg) for arg in pattern.args]
       branches = [_masked_branch(operators.get(name), k, x.dtype)
                   for k, name in enumerate(self.table(pattern.op))]
-      return jax.lax.switch(code, branches, code, *args)
+      return _select(codes[index], branches, args, present, index, jnp.zeros_like(x))
 
     return visit(self.schema)
 
-  def _evaluate_dual(self, codes: jax.Array, x: jax.Array) -> jax.Array:
+  def _evaluate_dual(self, codes: jax.Array, x: jax.Array, present=None) -> jax.Array:
     """(f(x), f'(x)) stacked, (2, *x.shape): `_evaluate` and its derivative, every switch
     branch computing both (`_dual_call`); the same operations as jax.jvp of `_evaluate`."""
     slot = itertools.count()
@@ -233,39 +294,45 @@ class Encoding:
         args, pairs = zip(*[visit(arg) for arg in pattern.args])
         operator = operators.get(pattern.op)
         return _dual_call(lambda *a: operator.jax_fn(*a).astype(x.dtype), args, pairs), True
-      code = codes[next(slot)]  # pre-order: the node's slot before its arguments'
+      index = next(slot)  # pre-order: the node's slot before its arguments'
       args, pairs = zip(*[visit(arg) for arg in pattern.args])
       branches = [_dual_branch(operators.get(name), k, x.dtype, pairs)
                   for k, name in enumerate(self.table(pattern.op))]
-      return jax.lax.switch(code, branches, code, *args), True
+      template = jnp.zeros((2,) + x.shape, x.dtype)
+      return _select(codes[index], branches, args, present, index, template), True
 
     result, pair = visit(self.schema)
     return result if pair else jnp.stack([result, jnp.ones_like(result)])
 
-  def apply(self, codes, x, normalize: bool = False) -> jax.Array:
+  def apply(self, codes, x, normalize: bool = False, present=None) -> jax.Array:
     """The activation with these codes (int array (num_slots,)) at x, any shape and float dtype.
 
     Jittable, differentiable in x, usable under lax.map and vmap over (codes, x). With
     `normalize`, returns (f - E[f]) / sqrt(Var[f]) under N(0, 1), the moments computed in the
     graph by Gauss-Hermite quadrature in float32; a member whose moments are not finite gets
     NaN or inf values (it fails in training) rather than an error.
+
+    `present`: None (every operator of a slot is a branch of one switch: under vmap all of them
+    run), or `present_operators` of the vmapped population, not vmapped itself: then each
+    operator runs behind a conditional on whether any member selects it, so the work under
+    vmap scales with the operators the population uses. The values are the same either way.
     """
     x = compiler.as_float_array(x)
     codes = jnp.asarray(codes)
     if codes.shape != (self.num_slots,):
       raise ValueError(f"codes must have shape ({self.num_slots},) for "
                        f"{type(self).__name__}, got {codes.shape}; map over a population")
-    values = _with_forward_derivative(lambda z: self._evaluate(codes, z),
-                                      lambda z: self._evaluate_dual(codes, z))(
+    values = _with_forward_derivative(lambda z: self._evaluate(codes, z, present),
+                                      lambda z: self._evaluate_dual(codes, z, present))(
                                           x.astype(compiler.compute_dtype(x.dtype)))
     if normalize:
-      mean, std = compiler.jax_moments(lambda z: self._evaluate(codes, z))
+      mean, std = compiler.jax_moments(lambda z: self._evaluate(codes, z, present))
       values = (values - mean) / std
     return values.astype(x.dtype)
 
-  def activation(self, codes, normalize: bool = False):
+  def activation(self, codes, normalize: bool = False, present=None):
     """`apply` with the codes bound: a function of x alone, the form models take."""
-    return lambda x: self.apply(codes, x, normalize)
+    return lambda x: self.apply(codes, x, normalize, present)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -306,19 +373,46 @@ class FunctionTable:
     codes = np.atleast_2d(np.asarray(codes))
     return [str(self.functions[int(row[0])]) for row in codes]
 
-  def _evaluate(self, codes: jax.Array, x: jax.Array) -> jax.Array:
-    code = codes[0]
-    branches = [_table_branch(expr, k) for k, expr in enumerate(self.functions)]
-    return jax.lax.switch(code, branches, code, x)
+  @property
+  def width(self) -> int:
+    return max(len(self.functions), 1)
 
-  def _evaluate_dual(self, codes: jax.Array, x: jax.Array) -> jax.Array:
+  def present_operators(self, codes) -> jax.Array:
+    """bool (1, len(functions)): whether any row of `codes` selects each function."""
+    return _present(codes, 1, self.width)
+
+  def _evaluate(self, codes: jax.Array, x: jax.Array, present=None) -> jax.Array:
+    branches = [_table_branch(expr, k) for k, expr in enumerate(self.functions)]
+    return _select(codes[0], branches, [x], present, 0, jnp.zeros_like(x))
+
+  def _evaluate_dual(self, codes: jax.Array, x: jax.Array, present=None) -> jax.Array:
     """(f(x), f'(x)) stacked, (2, *x.shape); see Encoding._evaluate_dual."""
-    code = codes[0]
     branches = [_table_dual_branch(expr, k) for k, expr in enumerate(self.functions)]
-    return jax.lax.switch(code, branches, code, x)
+    return _select(codes[0], branches, [x], present, 0, jnp.zeros((2,) + x.shape, x.dtype))
 
   apply = Encoding.apply
   activation = Encoding.activation
+
+
+def _present(codes, num_slots: int, width: int) -> jax.Array:
+  codes = jnp.asarray(codes).reshape(-1, num_slots)
+  return jnp.any(codes[:, :, None] == jnp.arange(width), axis=0)
+
+
+def _select(code, branches, args, present, slot: int, template) -> jax.Array:
+  """branches[code](code, *args). Without `present`, one lax.switch: under vmap (a batched
+  code) every branch runs and the selected results are kept. With it, each branch runs behind
+  a lax.cond on present[slot, k], which stays a conditional under vmap because `present` is
+  the same for every member, so a branch no member selects costs nothing."""
+  if present is None:
+    return jax.lax.switch(code, branches, code, *args)
+  result = template
+  for k, branch in enumerate(branches):
+    result = jax.lax.cond(
+        present[slot, k],
+        lambda acc, k=k, branch=branch: jnp.where(code == k, branch(code, *args), acc),
+        lambda acc: acc, result)
+  return result
 
 
 _SAFE_CANDIDATES = (0.5, 1.0, -0.5, 2.0, -1.0, 0.25, -2.0, 3.0)
@@ -442,15 +536,15 @@ operators._ON_CHANGE.append(_table_dual_branch.cache_clear)  # pylint: disable=p
 operators._ON_CHANGE.append(_dual_branch.cache_clear)  # pylint: disable=protected-access
 
 
-def sharded_member_program(member, strategy: str, num_shared: int):
-  """`program(codes, *shared)`: `member(codes_row, *shared)` for every row of `codes`, by
-  lax.map ('map': only each member's operators run; CPU) or vmap, in one jitted program whose
-  member axis is sharded over every device and whose shared arguments are replicated.
+def sharded_member_program(member, strategy: str, num_shared: int, *, encoding=None,
+                           group_size: int = DEFAULT_GROUP_SIZE):
+  """`program(codes, *shared)`: `member(codes_row, *shared)` for every row of `codes` by a
+  resolved strategy (`over_members`; 'grouped' also passes `present=`), in one jitted program
+  whose member axis is sharded over every device and whose shared arguments are replicated.
   Used by the Fisher features (K-FAC and Lanczos); `codes` must divide over the devices."""
   def members(codes, *shared):
-    if strategy == "map":
-      return jax.lax.map(lambda c: member(c, *shared), codes)
-    return jax.vmap(lambda c: member(c, *shared))(codes)
+    return over_members(member, (codes,), shared, strategy, encoding=encoding,
+                        group_size=group_size)
 
   mesh = jax.make_mesh((jax.device_count(),), (MEMBER_AXIS,))
   sharded = jax.jit(jax.shard_map(members, mesh=mesh,

@@ -247,12 +247,14 @@ def population_groups(config, names: Sequence[str]) -> list[tuple[Any, list[int]
 
   With config.population.schema, one population encoded over that search space (its
   programs serve every later population of the space). Otherwise names that share a schema
-  form one population; with the 'map' strategy, names of several schemas still train as one
-  population, each code selecting a whole function (population.FunctionTable).
+  form one population; with the 'map' and 'grouped' strategies, names of several schemas
+  still train as one population, each code selecting a whole function
+  (population.FunctionTable).
   """
   schema = config.population.get("schema", "")
   everyone = list(range(len(names)))
-  if schema or resolve_strategy(config.population.get("strategy", "auto")) == "map":
+  if schema or resolve_strategy(config.population.get("strategy", "auto")) in ("map",
+                                                                                "grouped"):
     return [(population.form(names, schema), everyone)]
   # vmap evaluates every function of a FunctionTable for every member: one population per
   # schema instead.

@@ -7,6 +7,8 @@ activation is data (population codes, see population.py), so one program trains 
   strategy 'map'   lax.map over the members: only each member's own operators run. Fastest on
                    CPU, where vmap would evaluate every operator of the search space.
   strategy 'vmap'  vmap over the members: one wide program, best on accelerators.
+  strategy 'grouped'  vmap within groups of members sorted by their codes, lax.map over the
+                   groups; only the operators a group selects run (population.over_members).
   strategy 'auto'  'map' on CPU, 'vmap' elsewhere.
 
 The population axis is sharded over every device (of every host, after jax.distributed) with
@@ -65,6 +67,7 @@ class PopulationTrainer:
     self.encoding = encoding
     self.make_model = model_factory.from_config(config, dataset.info.num_classes, make_model)
     self.strategy = resolve_strategy(config.population.get("strategy", "auto"))
+    self.group_size = int(config.population.get("group_size", population.DEFAULT_GROUP_SIZE))
     self.normalize = bool(config.population.get("normalize", False))
     train_cfg = config.train
     objectives.check(train_cfg)
@@ -86,11 +89,11 @@ class PopulationTrainer:
 
   # ---- per-member functions (one member; mapped or vmapped over the local members) ----
 
-  def _model(self, codes):
-    return self.make_model(self.encoding.activation(codes, self.normalize))
+  def _model(self, codes, present=None):
+    return self.make_model(self.encoding.activation(codes, self.normalize, present))
 
-  def _train_member(self, state, codes, seed, images, targets, steps):
-    model = self._model(codes)
+  def _train_member(self, state, codes, seed, images, targets, steps, present=None):
+    model = self._model(codes, present)
     dropout_root = jax.random.fold_in(jax.random.PRNGKey(1), seed)
 
     def loss_fn(params, batch_stats, x, y, key):
@@ -130,8 +133,8 @@ class PopulationTrainer:
     (state, totals), _ = jax.lax.scan(step, (state, zeros), (images, targets, steps))
     return state, totals
 
-  def _evaluate_member(self, state, codes, images, labels, mask):
-    model = self._model(codes)
+  def _evaluate_member(self, state, codes, images, labels, mask, present=None):
+    model = self._model(codes, present)
     variables = {"params": state["params"]}
     if state["batch_stats"]:
       variables["batch_stats"] = state["batch_stats"]
@@ -152,10 +155,10 @@ class PopulationTrainer:
   # ---- population plumbing ----
 
   def _over_members(self, fn, member_args, shared_args):
-    """Applies fn(*member, *shared) to every local member, by lax.map or vmap."""
-    if self.strategy == "map":
-      return jax.lax.map(lambda member: fn(*member, *shared_args), member_args)
-    return jax.vmap(lambda *member: fn(*member, *shared_args))(*member_args)
+    """Applies fn(*member, *shared) to every local member (member_args: state, codes, ...)."""
+    return population.over_members(fn, member_args, shared_args, self.strategy,
+                                   encoding=self.encoding, codes_at=1,
+                                   group_size=self.group_size)
 
   def _train_members(self, state, codes, seeds, images, labels, first_step):
     count = images.shape[0]

@@ -66,6 +66,7 @@ def features(config, names: Sequence[str], *, dataset=None, make_model=None) -> 
         key=jax.random.PRNGKey(seed) if fisher_type == "sampled" else None,
         batch_chunk=int(cfg.get("batch_chunk", 32)) or None,
         strategy=config.population.get("strategy", "auto"),
+        group_size=int(config.population.get("group_size", population.DEFAULT_GROUP_SIZE)),
         published_shift=bool(cfg.get("published_shift", False)),
         eigenvalue_floor=float(cfg.get("eigenvalue_floor", 0.0)),
         floor_mode=cfg.get("floor_mode", "drop"),
@@ -86,6 +87,7 @@ def _lanczos_features(config, names, make_model, images, labels, seed) -> Fisher
       labels, num_probes=int(cfg.get("lanczos_probes", 16)), seed=seed,
       chunk_size=int(cfg.get("batch_chunk", 32)) or None,
       strategy=config.population.get("strategy", "auto"),
+      group_size=int(config.population.get("group_size", population.DEFAULT_GROUP_SIZE)),
       normalize=bool(config.population.get("normalize", False)))
   rows, failed = [], {}
   for index, density in enumerate(densities):

@@ -294,18 +294,19 @@ _POPULATION_PROGRAMS: dict = {}
 
 
 def _population_program(make_model, encoding, calls, fisher_type, strategy, normalize,
-                        apply_items):
+                        apply_items, group_size):
   key = (make_model, encoding, calls, fisher_type, strategy, normalize, apply_items,
-         jax.device_count())
+         group_size, jax.device_count())
   if key in _POPULATION_PROGRAMS:
     return _POPULATION_PROGRAMS[key]
 
-  def member(codes, variables, images, labels, noise):
-    model = make_model(encoding.activation(codes, normalize))
+  def member(codes, variables, images, labels, noise, present=None):
+    model = make_model(encoding.activation(codes, normalize, present))
     return capture.chunked_sums(model, variables, calls, images, labels, noise, fisher_type,
                                 dict(apply_items))
 
-  program = population.sharded_member_program(member, strategy, num_shared=4)
+  program = population.sharded_member_program(member, strategy, num_shared=4,
+                                              encoding=encoding, group_size=group_size)
   if len(_POPULATION_PROGRAMS) >= 8:
     _POPULATION_PROGRAMS.pop(next(iter(_POPULATION_PROGRAMS)))
   _POPULATION_PROGRAMS[key] = program
@@ -341,7 +342,9 @@ def _member_features(layers, eigs, floor: float, mode: str):
 def population_features(make_model: Callable[[Callable], nn.Module], encoding: Any, codes,
                         images, labels, *, seed: int = 0, fisher_type: str = "empirical",
                         key=None, batch_chunk: int | None = 32, members_per_call: int = 16,
-                        strategy: str = "auto", published_shift: bool = False,
+                        strategy: str = "auto",
+                        group_size: int = population.DEFAULT_GROUP_SIZE,
+                        published_shift: bool = False,
                         normalize: bool = False, eigenvalue_floor: float = 0.0,
                         floor_mode: str = "drop",
                         apply_kwargs: dict | None = None) -> FisherFeatures:
@@ -357,8 +360,9 @@ def population_features(make_model: Callable[[Callable], nn.Module], encoding: A
     fisher_type, key, batch_chunk, published_shift, apply_kwargs: as in `kfac_factors`.
     members_per_call: members per compiled call (bounds the memory of the factors; the last
       group is padded, so every call reuses one program).
-    strategy: 'map' (lax.map over members; only each member's operators run; CPU), 'vmap'
-      (accelerators) or 'auto'. The member axis is sharded over the local devices.
+    strategy, group_size: how members run (`population.resolve_strategy`): 'map' (lax.map
+      over members; only each member's operators run; CPU), 'vmap', 'grouped' (vmap within
+      groups of group_size) or 'auto'. The member axis is sharded over the local devices.
     normalize: members use (f - E f) / std f (see `Encoding.apply`).
     eigenvalue_floor, floor_mode: factor eigenvalues below this fraction of their factor's
       largest are dropped (counted in `dropped`) or clamped to it, so that the positions of
@@ -385,7 +389,7 @@ def population_features(make_model: Callable[[Callable], nn.Module], encoding: A
   rows = _total_rows(calls, batch // chunk)
   noise = _noise(fisher_type, key, batch, logits.shape[-1])
   program = _population_program(make_model, encoding, calls, fisher_type, strategy, normalize,
-                                apply_items)
+                                apply_items, int(group_size))
   shared = (variables, _chunked(images, chunk), _chunked(labels, chunk), _chunked(noise, chunk))
 
   n = codes.shape[0]

@@ -342,18 +342,19 @@ _POPULATION_PROGRAMS: dict = {}
 
 
 def _population_program(make_apply, encoding, normalize, strategy, num_steps, num_probes,
-                        chunk_size):
+                        chunk_size, group_size):
   key = (make_apply, encoding, normalize, strategy, num_steps, num_probes, chunk_size,
-         jax.device_count())
+         group_size, jax.device_count())
   if key in _POPULATION_PROGRAMS:
     return _POPULATION_PROGRAMS[key]
 
-  def member(codes, params, images, labels, seed):
-    model_apply = make_apply(encoding.activation(codes, normalize))
+  def member(codes, params, images, labels, seed, present=None):
+    model_apply = make_apply(encoding.activation(codes, normalize, present))
     return _slq_arrays(model_apply, params, images, labels, seed, num_steps=num_steps,
                        num_probes=num_probes, chunk_size=chunk_size)
 
-  sharded = population.sharded_member_program(member, strategy, num_shared=4)
+  sharded = population.sharded_member_program(member, strategy, num_shared=4,
+                                              encoding=encoding, group_size=group_size)
 
   def program(codes, *shared):
     with jax.default_matmul_precision("highest"):
@@ -370,7 +371,8 @@ def population_spectral_density(make_apply: Callable[[Callable], Callable], enco
                                 num_probes: int = 16, seed: int = 0,
                                 chunk_size: int | None = None, zero_rtol: float | None = None,
                                 strategy: str = "auto", normalize: bool = False,
-                                members_per_call: int = 16) -> list[SpectralDensity]:
+                                members_per_call: int = 16,
+                                group_size: int = population.DEFAULT_GROUP_SIZE) -> list[SpectralDensity]:
   """`spectral_density` of many activations, in one compiled program (not one per activation).
 
   Args:
@@ -381,8 +383,9 @@ def population_spectral_density(make_apply: Callable[[Callable], Callable], enco
       members' codes (n, num_slots).
     params, images, labels, num_steps, num_probes, seed, chunk_size, zero_rtol: as in
       `spectral_density`, shared by every member (each member's probes are the same).
-    strategy: 'map' (lax.map over members; only each member's operators run; CPU), 'vmap'
-      (accelerators; memory of the Lanczos bases times the members of a call) or 'auto'.
+    strategy, group_size: 'map' (lax.map over members; only each member's operators run;
+      CPU), 'vmap' (accelerators; memory of the Lanczos bases times the members of a call),
+      'grouped' (vmap within groups of group_size) or 'auto'.
     normalize: members use (f - E f) / std f (see `Encoding.apply`).
     members_per_call: members per compiled call; the last call is padded, so every call
       reuses one program.
@@ -398,7 +401,7 @@ def population_spectral_density(make_apply: Callable[[Callable], Callable], enco
   labels = jnp.asarray(labels)
   num_steps, zero_rtol = _defaults(params, images.shape[0], num_steps, zero_rtol)
   program = _population_program(make_apply, encoding, normalize, strategy, num_steps,
-                                int(num_probes), chunk_size)
+                                int(num_probes), chunk_size, int(group_size))
   shared = (params, images, labels, jnp.asarray(seed % 2**32, jnp.uint32))
   n = codes.shape[0]
   devices = jax.device_count()
