@@ -23,8 +23,9 @@ such while the others go on. Sections:
             memory per member at a population of 1, then the largest population the device
             memory fits (predicted from that memory, then run).
   fisher    K-FAC Fisher features (`fisher.features`) of All-CNN-C and ResNet-56 populations of
-            64 and 256: features per second, the wall time split into setup, compile, device
-            and host (float64 eigendecompositions).
+            64 and 256 under the strategy 'auto' picks and 'grouped': features per second, the
+            wall time split into setup, compile, device and host (float64
+            eigendecompositions).
   compile   every program's compile and first-call time, gathered from the sections above.
 
 FLOPs of a training step are those of one model's step (forward, backward, optimizer) by XLA's
@@ -47,6 +48,9 @@ sizes), flops, training, vision, fisher (one row per measurement, each with a st
 population run, the predicted one), compile, section_errors, wall_s (since the check started),
 process_wall_s (imports and device start-up included) and complete.
 
+The bookkeeping (budget, report, failures, peaks, the table) is in bench/accelerator_report.py,
+the flops section in bench/accelerator_flops.py.
+
 --tiny (tests/test_accelerator_check.py) runs every section and code path once, not every
 combination, with XLA's cheapest compiler settings, in about a minute on a 2-core CPU: every
 model, dtype, strategy and population of 1 and 2 once, on 2-image batches (All-CNN-C float32,
@@ -60,17 +64,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import functools
-import gc
-import json
-import math
 import os
-import platform
 import sys
 import time
 from collections.abc import Callable
-from importlib import metadata
 from typing import Any
 
 import jax
@@ -83,29 +81,16 @@ from actbench import fisher
 from actbench.engine import data, model_factory, objectives, optim, population
 from actbench.engine import trainer as trainer_lib
 from actbench.expr import space
-from actbench.search import replay
 from bench import bench_fisher, bench_vision
+from bench.accelerator_flops import cost_flops, lowered_flops, run_flop_checks
+from bench.accelerator_report import (
+    Budget, PredictedOutOfMemory, Report, attempt, describe, environment, memory_limit,
+    print_tables, skipped, throughput)
 from configs import cnn, resnet
 
-# Dense (no sparsity) peak TFLOP/s from the vendors' datasheets, by device kind: the first entry
-# whose key is in `jax.devices()[0].device_kind` applies. None: a kind whose peaks differ from
-# its family's and are not listed (better unknown than wrong). float32 is the non-tensor-core
-# rate; XLA runs float32 matmuls and convolutions on NVIDIA tensor cores as TF32 by default
-# (jax_default_matmul_precision), hence 'tfloat32' too.
-PEAK_TFLOPS = (
-    ("H100 PCIe", {"bfloat16": 756.0, "tfloat32": 378.0, "float32": 51.0}),
-    ("H100 NVL", None),
-    ("H200 NVL", None),
-    ("H200", {"bfloat16": 989.0, "tfloat32": 494.0, "float32": 67.0}),
-    ("H100", {"bfloat16": 989.0, "tfloat32": 494.0, "float32": 67.0}),  # SXM
-    ("A100", {"bfloat16": 312.0, "tfloat32": 156.0, "float32": 19.5}),
-    ("TPU v4", {"bfloat16": 275.0}),
-)
-PEAK_KINDS = ("bfloat16", "float32", "tfloat32")
 CIFAR_EPOCH_IMAGES = 45_000  # CIFAR-10's 50,000 training images less the 5,000 held out
 TINY_ACTIVATIONS = ("relu(x)", "tanh(x)")
 TINY_XLA_FLAGS = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
-REPORT_NAME = "accelerator_check.json"
 SECTIONS = ("flops", "training", "vision", "fisher")
 
 
@@ -133,6 +118,7 @@ class Sizes:
   min_timed_s: float  # steady state: calls are timed until this long...
   max_timed_calls: int  # ...or this many
   group_size: int = population.DEFAULT_GROUP_SIZE  # members per vmapped group of 'grouped'
+  fisher_strategies: tuple[str, ...] = ("auto", "grouped")  # per Fisher population
 
 
 def training_plan(dtypes=("bfloat16", "float32"), strategies=("vmap", "grouped", "map"),
@@ -166,263 +152,8 @@ TINY = dataclasses.replace(
     vision_models=("resnet50",), vision_smoke=True, vision_image_size=64, vision_batch=2,
     vision_steps=1, vision_max_population=1, fisher_populations=(2,), fisher_batch=4,
     schema="", activations=TINY_ACTIVATIONS, min_timed_s=0.0, max_timed_calls=1,
-    group_size=1)  # 'grouped' over 2 members: two groups, sorted
-
-# ---- bookkeeping: budget, report, failures ----
-
-
-class Budget:
-  """The check's wall-clock budget, shared out between the sections as they start: a section
-  may spend its weight's share of what is left then, so what one section leaves unspent goes
-  to the ones after it."""
-
-  def __init__(self, total_s: float, weights: dict[str, float]):
-    self.deadline = time.monotonic() + total_s
-    self.weights = dict(weights)
-    self.section_deadline = self.deadline
-
-  def start(self, section: str) -> None:
-    weight = self.weights.pop(section, 0.0)
-    total = weight + sum(self.weights.values())
-    share = weight / total if total > 0 else 1.0
-    now = time.monotonic()
-    self.section_deadline = now + max(self.deadline - now, 0.0) * share
-
-  def left(self) -> float:
-    return self.section_deadline - time.monotonic()
-
-  def skip_reason(self, estimate_s: float | None) -> str | None:
-    """Why a measurement that should take about `estimate_s` (None: unknown) is not started,
-    or None to start it."""
-    left = self.left()
-    if left <= 0 or (estimate_s is not None and estimate_s > left):
-      need = "" if estimate_s is None else f"needs ~{estimate_s:.0f} s, "
-      return f"budget: {need}{max(left, 0):.0f} s left for the section"
-    return None
-
-
-class Report:
-  """The JSON report, rewritten (atomically) after every measurement, and the printed rows."""
-
-  def __init__(self, out_dir: str, env: dict):
-    os.makedirs(out_dir, exist_ok=True)
-    self.path = os.path.join(out_dir, REPORT_NAME)
-    self.started = time.perf_counter()
-    self.data: dict[str, Any] = {"schema_version": 1, "env": env, "flops": [], "training": [],
-                                 "vision": [], "vision_largest": {}, "fisher": [],
-                                 "compile": [], "section_errors": {}, "wall_s": None,
-                                 "complete": False}
-
-  def add(self, section: str, row: dict) -> dict:
-    self.data[section].append(row)
-    print(format_row(section, row), flush=True)
-    self.save()
-    return row
-
-  def save(self, complete: bool = False) -> None:
-    self.data["compile"] = compile_rows(self.data)
-    self.data["wall_s"] = time.perf_counter() - self.started
-    self.data["process_wall_s"] = process_age_s()
-    self.data["complete"] = complete
-    temporary = self.path + ".tmp"
-    with open(temporary, "w", encoding="utf-8") as f:
-      json.dump(replay.jsonable(self.data), f, indent=1, allow_nan=False)
-    os.replace(temporary, self.path)
-
-
-def process_age_s() -> float | None:
-  """Seconds since this process started (imports and backend start-up included), from Linux's
-  /proc; None elsewhere."""
-  try:
-    with open("/proc/self/stat", encoding="ascii") as f:
-      started_ticks = float(f.read().rsplit(")", 1)[1].split()[19])
-    with open("/proc/uptime", encoding="ascii") as f:
-      uptime = float(f.read().split()[0])
-    return uptime - started_ticks / os.sysconf("SC_CLK_TCK")
-  except (OSError, ValueError, IndexError):
-    return None
-
-
-def is_out_of_memory(error: BaseException) -> bool:
-  text = str(error)
-  return any(s in text for s in ("RESOURCE_EXHAUSTED", "Out of memory", "out of memory", "OOM"))
-
-
-class PredictedOutOfMemory(RuntimeError):
-  """The compiled program needs more memory than the device has: not worth running."""
-
-
-def attempt(row: dict, measure: Callable[[], dict]) -> dict:
-  """`row` updated with what `measure()` returns (status 'ok'), or with why it failed ('oom' or
-  'failed' and the error's first line): one failure must not stop the check."""
-  start = time.perf_counter()
-  try:
-    row.update(measure())
-    row["status"] = "ok"
-  except Exception as error:  # pylint: disable=broad-except
-    row["status"] = "oom" if is_out_of_memory(error) else "failed"
-    row["error"] = describe(error)
-  row["measure_s"] = time.perf_counter() - start
-  gc.collect()  # the failed program's buffers, before the next one allocates
-  return row
-
-
-def describe(error: BaseException) -> str:
-  """The error's type and first line: XLA's messages run to pages."""
-  lines = str(error).strip().splitlines()
-  return f"{type(error).__name__}: {lines[0][:300]}" if lines else type(error).__name__
-
-
-def skipped(row: dict, reason: str) -> dict:
-  row.update(status="skipped", error=reason)
-  return row
-
-
-# ---- the device and its peaks ----
-
-
-def peak_tflops(device_kind: str) -> dict[str, float] | None:
-  for key, peaks in PEAK_TFLOPS:
-    if key.lower() in device_kind.lower():
-      return dict(peaks) if peaks else None
-  return None
-
-
-def memory_limit() -> int | None:
-  """The device allocator's limit in bytes (None on CPU, which reports no memory stats)."""
-  stats = jax.devices()[0].memory_stats() or {}
-  return stats.get("bytes_limit")
-
-
-def environment(sizes: Sizes, tiny: bool) -> dict:
-  device = jax.devices()[0]
-  peaks = peak_tflops(device.device_kind)
-  return {
-      "device_kind": device.device_kind, "platform": device.platform,
-      "device_count": jax.device_count(), "jax_version": jax.__version__,
-      "jaxlib_version": _version("jaxlib"), "flax_version": _version("flax"),
-      "python": platform.python_version(),
-      "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-      "peak_tflops": peaks, "peak_note": None if peaks else "unknown peak",
-      "memory_bytes_limit": memory_limit(),
-      "default_matmul_precision": jax.config.jax_default_matmul_precision,
-      "xla_flags": os.environ.get("XLA_FLAGS", ""), "tiny": tiny,
-      "sizes": dataclasses.asdict(sizes),
-  }
-
-
-def _version(package: str) -> str | None:
-  try:
-    return metadata.version(package)
-  except metadata.PackageNotFoundError:
-    return None
-
-
-def throughput(row: dict, flops_per_step: float | None, peaks: dict | None) -> dict:
-  """Achieved TFLOP/s of a measured step and their fraction of each known peak."""
-  if not flops_per_step or not row.get("step_s"):
-    return {"flops_per_step": flops_per_step, "tflops_per_s": None, "fraction_of_peak": None}
-  tflops = flops_per_step / row["step_s"] / 1e12
-  fractions = None if not peaks else {k: tflops / peaks[k] if k in peaks else None
-                                      for k in PEAK_KINDS}
-  return {"flops_per_step": flops_per_step, "tflops_per_s": tflops,
-          "fraction_of_peak": fractions}
-
-
-# ---- FLOPs ----
-
-
-def cost_flops(cost) -> float | None:
-  """The 'flops' of a cost analysis (a dict, or a list of one per program on older jax)."""
-  if isinstance(cost, (list, tuple)):
-    cost = cost[0] if cost else None
-  return float(cost["flops"]) if cost and "flops" in cost else None
-
-
-def lowered_flops(fn: Callable, *abstract_args) -> float | None:
-  """XLA's FLOPs of `fn` before optimization, lowered for the CPU: GPU backends (plugins) do
-  not analyse an uncompiled program, and optimized programs hide convolutions in library calls
-  and count loops once; the unoptimized program counts every convolution and matmul as such."""
-  with jax.default_device(jax.devices("cpu")[0]):
-    return cost_flops(jax.jit(fn).lower(*abstract_args).cost_analysis())
-
-
-def dense_check(batch: int = 256, width_in: int = 512, width_out: int = 1024) -> dict:
-  """One dense layer's forward and backward: 2*B*M*N FLOPs for y = x W, as many for each of
-  dx = g W^T and dW = x^T g (g a given cotangent, so that nothing folds away): 6*B*M*N."""
-  def forward_backward(x, w, g):
-    y, pullback = jax.vjp(lambda x, w: x @ w, x, w)
-    return y, pullback(g)
-  args = [jax.ShapeDtypeStruct(s, jnp.float32)
-          for s in ((batch, width_in), (width_in, width_out), (batch, width_out))]
-  concrete = [jnp.ones(a.shape, a.dtype) for a in args]
-  return _check_row(f"dense {batch}x{width_in}x{width_out}, forward and backward",
-                    6 * batch * width_in * width_out, lowered_flops(forward_backward, *args),
-                    cost_flops(jax.jit(forward_backward).lower(*concrete).compile()
-                               .cost_analysis()))
-
-
-# (features, kernel, stride, 'SAME' or 'VALID') of All-CNN-C's convolutions, written from the
-# paper (Springenberg et al. 2015, model C), independently of actbench.models.AllCNNC.
-ALLCNNC_LAYERS = ((96, 3, 1, "SAME"), (96, 3, 1, "SAME"), (96, 3, 2, "SAME"),
-                  (192, 3, 1, "SAME"), (192, 3, 1, "SAME"), (192, 3, 2, "SAME"),
-                  (192, 3, 1, "VALID"), (192, 1, 1, "VALID"), (10, 1, 1, "VALID"))
-
-
-def allcnnc_forward_flops(batch: int, side: int = 32, channels: int = 3) -> int:
-  """All-CNN-C's forward multiply-adds, by hand from its layer shapes, times 2."""
-  total = 0
-  for features, kernel, stride, padding in ALLCNNC_LAYERS:
-    side = -(-side // stride) if padding == "SAME" else (side - kernel) // stride + 1
-    total += 2 * side * side * features * kernel * kernel * channels
-    channels = features
-  return batch * total
-
-
-def allcnnc_check(batch: int = 8) -> dict:
-  """All-CNN-C's forward pass (float32, inference) against the count by hand."""
-  model = model_factory.from_config(cnn.get_config(), 10)(jax.nn.relu)
-  images = jax.ShapeDtypeStruct((batch, 32, 32, 3), jnp.float32)
-  variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), images)
-
-  def forward(variables, x):
-    return model.apply(variables, x, train=False)
-
-  concrete = (jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), variables),
-              jnp.zeros(images.shape, images.dtype))
-  return _check_row(f"All-CNN-C forward, batch {batch}", allcnnc_forward_flops(batch),
-                    lowered_flops(forward, variables, images),
-                    cost_flops(jax.jit(forward).lower(*concrete).compile().cost_analysis()))
-
-
-def loop_check(trips: int = 8, size: int = 128) -> dict:
-  """A lax.map of `trips` matmuls: XLA's cost analysis counts a loop body once, so a population
-  program's own count would be one member's (lax.map) or one step's (its scan over steps)."""
-  def mapped(xs, w):
-    return jax.lax.map(lambda x: x @ w, xs)
-  args = [jax.ShapeDtypeStruct((trips, size, size), jnp.float32),
-          jax.ShapeDtypeStruct((size, size), jnp.float32)]
-  concrete = [jnp.ones(a.shape, a.dtype) for a in args]
-  row = _check_row(f"lax.map of {trips} matmuls {size}^3", 2 * trips * size**3,
-                   lowered_flops(mapped, *args),
-                   cost_flops(jax.jit(mapped).lower(*concrete).compile().cost_analysis()))
-  row["note"] = "XLA counts a loop body once: expect a ratio of 1/trips"
-  return row
-
-
-def _check_row(program: str, by_hand: float, lowered: float | None,
-               compiled: float | None) -> dict:
-  return {"program": program, "by_hand": float(by_hand), "lowered_cpu": lowered,
-          "compiled": compiled,
-          "ratio_lowered": lowered / by_hand if lowered else None,
-          "ratio_compiled": compiled / by_hand if compiled else None}
-
-
-def run_flop_checks(report: Report) -> None:
-  for check in (dense_check, allcnnc_check, loop_check):
-    row = attempt({"program": check.__name__}, check)
-    report.add("flops", row)
-
+    group_size=1,  # 'grouped' over 2 members: two groups, sorted
+    fisher_strategies=("auto",))
 
 # ---- one model trained alone: the baseline, and the FLOPs of a member's step ----
 
@@ -777,25 +508,29 @@ def _vision_largest(report, budget, model, task, names, first, sizes, peaks) -> 
 
 
 def run_fisher(report: Report, budget: Budget, names: list[str], sizes: Sizes) -> None:
-  """Every model at the smallest population first, so that each gets measured."""
+  """Every model and strategy at the smallest population first, so that each gets measured."""
   budget.start("fisher")
   dataset = data.synthetic("cifar10", num_train=sizes.fisher_batch, num_validation=0,
                            num_test=0)
-  previous: dict[str, dict] = {}
+  previous: dict[tuple[str, str], dict] = {}
   for count in sizes.fisher_populations:
     for model in ("allcnnc", "resnet56"):
-      config = cifar_config(model, "float32", "auto", sizes)
-      config.fisher.batch_size = sizes.fisher_batch
-      row = {"model": model, "population": count, "batch_size": sizes.fisher_batch,
-             "strategy": population.resolve_strategy("auto"), "error": None}
-      reason = budget.skip_reason(_fisher_estimate_s(previous.get(model), count))
-      if reason:
-        report.add("fisher", skipped(row, reason))
-        continue
-      attempt(row, functools.partial(measure_fisher, config, dataset, cycled(names, count)))
-      report.add("fisher", row)
-      if row["status"] == "ok":
-        previous[model] = row
+      for strategy in sizes.fisher_strategies:
+        config = cifar_config(model, "float32", strategy, sizes)
+        config.fisher.batch_size = sizes.fisher_batch
+        row = {"model": model, "population": count, "batch_size": sizes.fisher_batch,
+               "strategy": population.resolve_strategy(strategy), "error": None}
+        if row["strategy"] == "grouped":
+          row["group_size"] = sizes.group_size
+        series = (model, row["strategy"])
+        reason = budget.skip_reason(_fisher_estimate_s(previous.get(series), count))
+        if reason:
+          report.add("fisher", skipped(row, reason))
+          continue
+        attempt(row, functools.partial(measure_fisher, config, dataset, cycled(names, count)))
+        report.add("fisher", row)
+        if row["status"] == "ok":
+          previous[series] = row
 
 
 def measure_fisher(config, dataset, names: list[str]) -> dict:
@@ -818,105 +553,6 @@ def _fisher_estimate_s(previous: dict | None, count: int) -> float | None:
   seconds = previous["seconds"]
   scale = count / previous["population"]
   return seconds.get("setup", 0) + (seconds.get("device", 0) + seconds.get("host", 0)) * scale
-
-
-# ---- the compile section and the table ----
-
-
-def compile_rows(report_data: dict) -> list[dict]:
-  """Every measured program's compile time, first call and steady step, in one list."""
-  rows = []
-  for section in ("training", "vision"):
-    for r in report_data[section]:
-      if r.get("status") == "ok":
-        rows.append({"program": f"{section}/{r.get('model')}/{r.get('dtype')}/"
-                                f"{r.get('strategy')}/P={r.get('population')}",
-                     **{k: r.get(k) for k in ("lower_s", "compile_s", "first_call_s",
-                                              "step_s")}})
-  for r in report_data["fisher"]:
-    if r.get("status") == "ok":
-      rows.append({"program": f"fisher/{r.get('model')}/P={r.get('population')}",
-                   "compile_s": r.get("seconds", {}).get("compile"),
-                   "first_call_s": r.get("total_s"), "step_s": None})
-  return rows
-
-
-def _num(value, scale: float = 1.0, digits: int = 1) -> str:
-  if value is None:
-    return "-"
-  return f"{value * scale:.{digits}f}"
-
-
-def _percent(row: dict, kind: str) -> str:
-  fractions = row.get("fraction_of_peak")
-  if not fractions:
-    return "?"  # unknown peak
-  value = fractions.get(kind)
-  return "?" if value is None else f"{100 * value:.1f}"
-
-
-HEADERS = {
-    "flops": f"{'program':46s} {'by hand':>12s} {'lowered':>12s} {'compiled':>12s} "
-             f"{'ratio':>6s} {'ratio c':>7s}",
-    "training": f"{'model':9s} {'dtype':8s} {'strategy':8s} {'P':>4s} {'status':8s} "
-                f"{'comp s':>7s} {'1st s':>7s} {'step ms':>9s} {'mod-ep/s':>9s} "
-                f"{'TFLOP/s':>8s} {'%bf16':>6s} {'%fp32':>6s} {'GB/memb':>8s}",
-    "vision": f"{'model':9s} {'P':>4s} {'status':8s} {'comp s':>7s} {'1st s':>7s} "
-              f"{'step ms':>9s} {'img/s':>9s} {'TFLOP/s':>8s} {'%bf16':>6s} {'GB/memb':>8s}",
-    "fisher": f"{'model':9s} {'P':>4s} {'status':8s} {'total s':>8s} {'setup':>6s} "
-              f"{'compile':>7s} {'device':>7s} {'host':>7s} {'feat/s':>8s} {'w/o comp':>8s} "
-              f"{'failed':>6s}",
-}
-
-
-def format_row(section: str, r: dict) -> str:
-  status = r.get("status", "?")
-  tail = f"  {r['error']}" if r.get("error") else ""
-  if section == "flops":
-    return (f"{r['program'][:46]:46s} {_num(r.get('by_hand'), 1, 0):>12s} "
-            f"{_num(r.get('lowered_cpu'), 1, 0):>12s} {_num(r.get('compiled'), 1, 0):>12s} "
-            f"{_num(r.get('ratio_lowered'), 1, 3):>6s} {_num(r.get('ratio_compiled'), 1, 3):>7s}"
-            f"{tail}")
-  if section == "training":
-    return (f"{r['model']:9s} {r['dtype']:8s} {r['strategy']:8s} {r['population']:4d} "
-            f"{status:8s} {_num(r.get('compile_s')):>7s} {_num(r.get('first_call_s')):>7s} "
-            f"{_num(r.get('step_s'), 1e3, 2):>9s} {_num(r.get('model_epochs_per_s'), 1, 3):>9s} "
-            f"{_num(r.get('tflops_per_s'), 1, 2):>8s} {_percent(r, 'bfloat16'):>6s} "
-            f"{_percent(r, 'float32'):>6s} {_num(_gb_per_member(r), 1, 3):>8s}{tail}")
-  if section == "vision":
-    return (f"{r['model']:9s} {r['population']:4d} {status:8s} "
-            f"{_num(r.get('compile_s')):>7s} {_num(r.get('first_call_s')):>7s} "
-            f"{_num(r.get('step_s'), 1e3, 2):>9s} {_num(r.get('images_per_s'), 1, 0):>9s} "
-            f"{_num(r.get('tflops_per_s'), 1, 2):>8s} {_percent(r, 'bfloat16'):>6s} "
-            f"{_num(_gb_per_member(r), 1, 3):>8s}{tail}")
-  seconds = r.get("seconds") or {}
-  return (f"{r['model']:9s} {r['population']:4d} {status:8s} {_num(r.get('total_s')):>8s} "
-          f"{_num(seconds.get('setup')):>6s} {_num(seconds.get('compile')):>7s} "
-          f"{_num(seconds.get('device')):>7s} {_num(seconds.get('host')):>7s} "
-          f"{_num(r.get('features_per_s'), 1, 2):>8s} "
-          f"{_num(r.get('features_per_s_compiled'), 1, 2):>8s} "
-          f"{_num(r.get('failed_members'), 1, 0):>6s}{tail}")
-
-
-def _gb_per_member(row: dict) -> float | None:
-  return row["bytes_per_member"] / 2**30 if row.get("bytes_per_member") else None
-
-
-def print_tables(report_data: dict) -> None:
-  env = report_data["env"]
-  peaks = env["peak_tflops"] or env["peak_note"]
-  print(f"\n{env['device_kind']} ({env['platform']}), jax {env['jax_version']}, {env['date']}; "
-        f"peak TFLOP/s: {peaks}")
-  for section in ("flops", "training", "vision", "fisher"):
-    print(f"\n[{section}]\n{HEADERS[section]}")
-    for row in report_data[section]:
-      print(format_row(section, row))
-  for model, summary in report_data["vision_largest"].items():
-    print(f"{model}: largest population that fits: {summary['population']} "
-          f"(predicted {summary['predicted']}, {'run' if summary['verified'] else 'not run'}"
-          f"{', the limit' if summary['limit_reached'] else ''})")
-  print(f"\nwall time of the check: {report_data['wall_s']:.1f} s (the process: "
-        f"{_num(report_data.get('process_wall_s'))} s)")
 
 
 # ---- main ----

@@ -12,6 +12,7 @@ import sys
 import pytest
 
 from bench import accelerator_check as check
+from bench import accelerator_report as bookkeeping
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DENSE_FLOPS = 6 * 256 * 512 * 1024  # dense_check's layer: forward, input and weight gradients
@@ -36,7 +37,7 @@ def tiny_report(tmp_path_factory):
   run = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
                        check=False)
   assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-  with open(out / check.REPORT_NAME, encoding="utf-8") as f:
+  with open(out / bookkeeping.REPORT_NAME, encoding="utf-8") as f:
     return json.load(f), run.stdout
 
 
@@ -120,24 +121,24 @@ def test_tiny_vision_and_fisher_sections(tiny_report):
 
 
 def test_peaks_of_known_devices_and_none_for_others():
-  assert check.peak_tflops("NVIDIA H200")["bfloat16"] == 989.0
-  assert check.peak_tflops("NVIDIA H100 80GB HBM3")["float32"] == 67.0
-  assert check.peak_tflops("NVIDIA H100 PCIe")["bfloat16"] == 756.0
-  assert check.peak_tflops("NVIDIA A100-SXM4-40GB")["float32"] == 19.5
-  assert check.peak_tflops("TPU v4")["bfloat16"] == 275.0
-  assert check.peak_tflops("cpu") is None
-  assert check.peak_tflops("NVIDIA H200 NVL") is None  # not the SXM figures
+  assert bookkeeping.peak_tflops("NVIDIA H200")["bfloat16"] == 989.0
+  assert bookkeeping.peak_tflops("NVIDIA H100 80GB HBM3")["float32"] == 67.0
+  assert bookkeeping.peak_tflops("NVIDIA H100 PCIe")["bfloat16"] == 756.0
+  assert bookkeeping.peak_tflops("NVIDIA A100-SXM4-40GB")["float32"] == 19.5
+  assert bookkeeping.peak_tflops("TPU v4")["bfloat16"] == 275.0
+  assert bookkeeping.peak_tflops("cpu") is None
+  assert bookkeeping.peak_tflops("NVIDIA H200 NVL") is None  # not the SXM figures
   row = {"step_s": 0.5}
-  figures = check.throughput(row, 2e12, check.peak_tflops("NVIDIA H200"))
+  figures = bookkeeping.throughput(row, 2e12, bookkeeping.peak_tflops("NVIDIA H200"))
   assert figures["tflops_per_s"] == pytest.approx(4.0)
   assert figures["fraction_of_peak"]["bfloat16"] == pytest.approx(4.0 / 989)
-  assert check.throughput(row, 2e12, None)["fraction_of_peak"] is None
+  assert bookkeeping.throughput(row, 2e12, None)["fraction_of_peak"] is None
 
 
 def test_budget_shares_what_is_left_between_sections(monkeypatch):
   clock = [0.0]
   monkeypatch.setattr(check.time, "monotonic", lambda: clock[0])
-  budget = check.Budget(300.0, {"a": 1.0, "b": 2.0})
+  budget = bookkeeping.Budget(300.0, {"a": 1.0, "b": 2.0})
   budget.start("a")
   assert budget.left() == pytest.approx(100.0)
   assert budget.skip_reason(None) is None and budget.skip_reason(90.0) is None
@@ -166,9 +167,9 @@ def test_a_population_that_does_not_fit_ends_its_series_only(monkeypatch, tmp_pa
   monkeypatch.setattr(check, "measure_population", measure_population)
   monkeypatch.setattr(check, "measure_single", lambda *a, **k: _fake_program(1))
   monkeypatch.setattr(check, "member_step_flops", lambda *a, **k: 1e9)
-  report = check.Report(str(tmp_path), {"platform": "test"})
+  report = bookkeeping.Report(str(tmp_path), {"platform": "test"})
   sizes = check.DEFAULT
-  check.run_training(report, check.Budget(600.0, {"training/allcnnc": 1.0}), "allcnnc",
+  check.run_training(report, bookkeeping.Budget(600.0, {"training/allcnnc": 1.0}), "allcnnc",
                      check.training_plan(), ["relu(x)"], sizes, None)
   status = {(r["dtype"], r["strategy"], r["population"]): r["status"]
             for r in report.data["training"]}
@@ -179,7 +180,7 @@ def test_a_population_that_does_not_fit_ends_its_series_only(monkeypatch, tmp_pa
   assert status[("float32", "vmap", 8)] == "oom"  # the next series starts again
   assert status[("float32", "map", 1)] == "failed"
   assert status[("float32", "map", 8)] == "skipped"
-  saved = json.loads((tmp_path / check.REPORT_NAME).read_text())
+  saved = json.loads((tmp_path / bookkeeping.REPORT_NAME).read_text())
   assert len(saved["training"]) == 2 + 2 * 3 * 5  # singles, then dtype x strategy x population
   skipped = next(r for r in saved["training"] if r["status"] == "skipped")
   assert "did not fit" in skipped["error"]
@@ -198,7 +199,7 @@ def test_largest_population_is_predicted_then_run_down_to_what_fits(monkeypatch,
     return row
 
   monkeypatch.setattr(check, "_vision_row", vision_row)
-  report = check.Report(str(tmp_path), {"platform": "test"})
+  report = bookkeeping.Report(str(tmp_path), {"platform": "test"})
   # pylint: disable-next=protected-access
   check._vision_largest(report, None, "resnet50", None, [], first, check.DEFAULT, None)
   assert runs == [9, 6, 4]  # 0.9 * 10 GiB / 1 GiB, then three quarters while out of memory

@@ -277,6 +277,24 @@ with open(out, "w") as f:
 """
 
 
+def test_opening_waits_for_another_connection_writing_the_new_file(tmp_path):
+  # Switching to WAL needs the file to itself, and SQLite refuses it at once (no busy wait)
+  # while another connection writes: a worker opening the store as another creates it.
+  import threading  # pylint: disable=import-outside-toplevel
+  path = str(tmp_path / "store.db")
+  other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+  other.execute("BEGIN IMMEDIATE")
+  other.execute("CREATE TABLE scratch (x)")
+  release = threading.Timer(0.5, lambda: other.execute("ROLLBACK"))
+  release.start()
+  started = time.monotonic()
+  with Store(path, timeout_s=20) as db:
+    assert db.classes() == []
+  assert time.monotonic() - started >= 0.4  # it waited for the other writer
+  release.join()
+  other.close()
+
+
 def test_concurrent_worker_processes_share_the_classes(tmp_path):
   n, workers = 90, 4
   path = str(tmp_path / "new" / "store.db")

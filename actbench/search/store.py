@@ -143,7 +143,7 @@ class Store:
     try:
       with self._errors("cannot open"):
         self._create_or_validate()  # first: a refused file is left as it was
-        mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        mode = self._journal_mode_wal()
         if mode != "wal":
           raise StoreError(f"{self.path}: cannot switch to WAL mode (got {mode!r})")
         self._db.execute("PRAGMA synchronous=FULL")  # why FULL: see the module docstring
@@ -200,7 +200,7 @@ class Store:
 
   def _create_or_validate(self) -> None:
     if self._tables() == set() and self._pragma("application_id") == 0:
-      self._db.execute("PRAGMA journal_mode=WAL")  # persistent; not inside a transaction
+      self._journal_mode_wal()  # persistent; not inside a transaction
       with self._transaction("cannot create the store"):
         if not self._tables():  # another process may have created it while we waited
           for name, columns in _TABLES.items():
@@ -228,6 +228,19 @@ class Store:
       raise StoreError(f"{self.path}: the store is damaged: {'; '.join(problems)}. Run the same "
                        "command with --config.mode=recover to rebuild it: every evaluation is "
                        f"kept in {journal.path_of(self.path)}")
+
+  def _journal_mode_wal(self) -> str:
+    """Switches the file to WAL and returns the journal mode. The switch needs the file to
+    itself, and SQLite answers "locked" at once, without waiting out the busy timeout, while
+    another process is opening or creating the same store: retried until the timeout."""
+    deadline = time.monotonic() + self._timeout_s
+    while True:
+      try:
+        return self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+      except sqlite3.OperationalError as e:
+        if not ("locked" in str(e) or "busy" in str(e)) or time.monotonic() > deadline:
+          raise
+        time.sleep(0.01)
 
   def _pragma(self, name: str) -> int:
     return self._db.execute(f"PRAGMA {name}").fetchone()[0]
