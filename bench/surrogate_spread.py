@@ -28,29 +28,16 @@ import numpy as np
 from scipy import stats
 
 from actbench import tables
-from actbench.search import surrogate
+from actbench.search import replay, surrogate
 from actbench.search.candidates import Candidates
 
 TRAINED = 0.9
 
 
-def _layouts(candidates, count: int, cache: str) -> list[np.ndarray]:
-  import hashlib  # pylint: disable=import-outside-toplevel
-  import importlib.metadata  # pylint: disable=import-outside-toplevel
-  digest = hashlib.sha256(importlib.metadata.version("umap-learn").encode())
-  for array in (candidates.outputs, candidates.fisher):
-    digest.update(np.ascontiguousarray(array).tobytes())
-  digest = digest.hexdigest()[:16]
-  graph, result = None, []
-  for random_state in range(surrogate.DEFAULT_RANDOM_STATE,
-                            surrogate.DEFAULT_RANDOM_STATE + count):
-    path = os.path.join(cache, f"layout-union-{random_state}-{digest}.npy")
-    if not os.path.exists(path):
-      graph = surrogate.fuzzy_graph(candidates) if graph is None else graph
-      os.makedirs(cache, exist_ok=True)
-      np.save(path, surrogate.embed(candidates, random_state=random_state, graph=graph))
-    result.append(np.load(path))
-  return result
+def _layouts(candidates, count: int, cache: str) -> list[surrogate.Surrogate]:
+  """The union surrogates of random states 42, 43, ...: those the replays use."""
+  layouts = replay.LayoutCache(candidates, "union", cache=cache)
+  return [layouts.get(seed) for seed in range(count)]
 
 
 def _median_spearman(predict, accuracies, pool, draws, subset=None, label=False):
@@ -98,8 +85,7 @@ def main():
     table = tables.load(name)
     accuracies = table.accuracy("validation")
     candidates = Candidates.from_table(table)
-    layouts = _layouts(candidates, args.layouts, args.layout_cache)
-    models = [surrogate.Surrogate(layout) for layout in layouts]
+    models = _layouts(candidates, args.layouts, args.layout_cache)
     pool = np.flatnonzero(models[0].eligible & np.isfinite(accuracies))
     trained = float(np.mean(accuracies[pool] > TRAINED))
     one = models[0].predict

@@ -230,7 +230,7 @@ def replay(candidates: strategies_lib.Candidates, accuracies: np.ndarray,
     factories = dict(strategies)
   else:
     factories = {name: None for name in strategies}
-  layouts = _Layouts(candidates, feature_set, embedding, layout_cache)
+  layouts = LayoutCache(candidates, feature_set, embedding, layout_cache)
 
   from tqdm import tqdm  # pylint: disable=import-outside-toplevel
   runs = {}
@@ -254,12 +254,13 @@ def replay(candidates: strategies_lib.Candidates, accuracies: np.ndarray,
   return ReplayResult(runs, seeds, budget, batch, feature_set, best, threshold, tie)
 
 
-class _Layouts:
+class LayoutCache:
   """Each seed's surrogate (random_state 42 + seed), built on first use from one shared
   neighbour graph; with a `cache` directory, layouts are kept there as .npy files named by the
-  features' digest, so a replay run again (other strategies, another tie) does not refit UMAP."""
+  features' digest, so a replay run again (other strategies, another tie) does not refit UMAP.
+  `embedding` (or None): one fixed layout for every seed instead."""
 
-  def __init__(self, candidates, feature_set: str, embedding, cache: str | None = None):
+  def __init__(self, candidates, feature_set: str, embedding=None, cache: str | None = None):
     self.candidates, self.feature_set = candidates, feature_set
     self.fixed = None if embedding is None else surrogate.Surrogate(embedding)
     self.graph = None
