@@ -50,29 +50,38 @@ def test_population_learns_and_reports_every_member(digits):
   json.dumps(result.to_json())  # serializable
 
 
-@pytest.mark.parametrize("strategy", ["map", "vmap", "grouped"])
-def test_diverging_member_is_isolated(digits, strategy):
+def test_diverging_member_is_isolated_and_the_strategies_agree(digits):
   # One program for all members. Under vmap (the accelerator path) every member evaluates
   # every operator of the population's tables (here those the names use: a whole space's
   # would only make the CPU compile slower), and still nothing leaks; grouped, in groups of 2
-  # (the third member alone, padded), the same holds.
-  config = smoke_config()
-  config.population.strategy = strategy
-  config.population.group_size = 2
-  if strategy == "map":
-    config.population.schema = "unary(unary(x))"
-  healthy = train.train_population(
-      config, ["relu(identity(x))", "sigmoid(identity(x))", "tanh(identity(x))"], [0],
-      dataset=digits)
-  with_bad = train.train_population(
-      config, ["relu(identity(x))", "reciprocal(zero(x))", "tanh(identity(x))"], [0],
-      dataset=digits)
-  assert with_bad.diverged == [False, True, False]
-  assert np.isnan(with_bad.metrics["validation_accuracy"][1])
-  for name, values in healthy.metrics.items():
-    # The other members are exactly as if the diverging one had not been there.
-    assert with_bad.metrics[name][0] == values[0], name
-    assert with_bad.metrics[name][2] == values[2], name
+  # (sorted by their codes, the second padded), the same holds.
+  healthy_names = ["relu(identity(x))", "sigmoid(identity(x))", "tanh(identity(x))"]
+  healthy_by_strategy = {}
+  for strategy in ("map", "vmap", "grouped"):
+    config = smoke_config()
+    config.population.strategy = strategy
+    config.population.group_size = 2
+    if strategy == "map":
+      config.population.schema = "unary(unary(x))"
+    healthy = train.train_population(config, healthy_names, [0], dataset=digits)
+    with_bad = train.train_population(
+        config, ["relu(identity(x))", "reciprocal(zero(x))", "tanh(identity(x))"], [0],
+        dataset=digits)
+    assert with_bad.diverged == [False, True, False], strategy
+    assert np.isnan(with_bad.metrics["validation_accuracy"][1])
+    for name, values in healthy.metrics.items():
+      # The other members are exactly as if the diverging one had not been there.
+      assert with_bad.metrics[name][0] == values[0], (strategy, name)
+      assert with_bad.metrics[name][2] == values[2], (strategy, name)
+    healthy_by_strategy[strategy] = healthy
+  # The strategies compute the same members, fused differently.
+  mapped = healthy_by_strategy["map"]
+  for strategy in ("vmap", "grouped"):
+    other = healthy_by_strategy[strategy]
+    assert other.activations == mapped.activations and other.seeds == mapped.seeds
+    for name in mapped.metrics:
+      np.testing.assert_allclose(other.metrics[name], mapped.metrics[name], rtol=1e-3,
+                                 atol=1e-3, err_msg=f"{strategy} {name}")
 
 
 def test_member_diverging_midway_keeps_its_last_finite_metrics(digits):
@@ -99,21 +108,6 @@ def test_deterministic_under_a_fixed_seed(digits):
   first = train.train_population(smoke_config(), ["swish(x)"], [3], dataset=digits)
   second = train.train_population(smoke_config(), ["swish(x)"], [3], dataset=digits)
   assert first.metrics == second.metrics
-
-
-def test_map_vmap_and_grouped_agree(digits):
-  names = ["max(relu(x),tanh(x))", "mul(x,sigmoid(x))", "max(relu(x),x)"]
-  config = smoke_config()
-  config.population.strategy = "map"
-  mapped = train.train_population(config, names, [0], dataset=digits)
-  for strategy in ("vmap", "grouped"):
-    config.population.strategy = strategy
-    config.population.group_size = 2  # two groups of 2, sorted by function, the second padded
-    other = train.train_population(config, names, [0], dataset=digits)
-    assert other.activations == mapped.activations and other.seeds == mapped.seeds
-    for name in mapped.metrics:
-      np.testing.assert_allclose(other.metrics[name], mapped.metrics[name], rtol=1e-3,
-                                 atol=1e-3, err_msg=f"{strategy} {name}")
 
 
 def test_resume_equals_uninterrupted_run(digits, tmp_path, monkeypatch):
