@@ -61,8 +61,6 @@ def test_diverging_member_is_isolated_and_the_strategies_agree(digits):
     config = smoke_config()
     config.population.strategy = strategy
     config.population.group_size = 2
-    if strategy == "map":
-      config.population.schema = "unary(unary(x))"
     healthy = train.train_population(config, healthy_names, [0], dataset=digits)
     with_bad = train.train_population(
         config, ["relu(identity(x))", "reciprocal(zero(x))", "tanh(identity(x))"], [0],
