@@ -26,13 +26,12 @@ from actbench.expr import space
 from bench.bench_train import candidate_activations
 
 
-def distinct_per_group(encoding, codes: np.ndarray, group_size: int) -> float:
+def distinct_per_group(codes: np.ndarray, group_size: int) -> float:
   """Mean over groups and slots of the operators a group selects, as over_members groups."""
   order = np.lexsort(codes.T[::-1])
   groups, size = population.group_shape(len(codes), group_size)
   index = np.concatenate([order, np.full(groups * size - len(codes), order[-1])])
   grouped = codes[index].reshape(groups, size, -1)
-  del encoding
   return float(np.mean([[len(set(group[:, slot])) for slot in range(codes.shape[1])]
                         for group in grouped]))
 
@@ -84,7 +83,7 @@ def main():
     config.population.group_size = size
     first, per_epoch = run(config, dataset, encoding, codes, args.epochs)
     label = f"grouped/{size}" if strategy == "grouped" else strategy
-    distinct = (f"; {distinct_per_group(encoding, codes, size):.1f} operators per slot and group"
+    distinct = (f"; {distinct_per_group(codes, size):.1f} operators per slot and group"
                 if strategy == "grouped" else "")
     print(f"  {label:11s} compile + first epoch {first:7.1f} s; "
           f"{len(codes) / per_epoch:8.1f} model-epochs/s{distinct}", flush=True)
