@@ -28,10 +28,8 @@ from bench.bench_train import candidate_activations
 
 def distinct_per_group(codes: np.ndarray, group_size: int) -> float:
   """Mean over groups and slots of the operators a group selects, as over_members groups."""
-  order = np.lexsort(codes.T[::-1])
-  groups, size = population.group_shape(len(codes), group_size)
-  index = np.concatenate([order, np.full(groups * size - len(codes), order[-1])])
-  grouped = codes[index].reshape(groups, size, -1)
+  index, groups, size = population.group_order(codes, group_size)
+  grouped = codes[np.asarray(index)].reshape(groups, size, -1)
   return float(np.mean([[len(set(group[:, slot])) for slot in range(codes.shape[1])]
                         for group in grouped]))
 

@@ -65,6 +65,19 @@ def group_shape(members: int, group_size: int) -> tuple[int, int]:
   return groups, -(-members // groups)
 
 
+def group_order(codes, group_size: int) -> tuple[jax.Array, int, int]:
+  """(index, groups, size): the members (rows of `codes`) in the order 'grouped' runs them,
+  `index` (groups * size,) reshaped to (groups, size) giving each group's members. Sorted by
+  their codes (the first slot first), neighbours share operators, so a group selects few of
+  them; the last group is padded with copies of the last member, which select nothing new."""
+  codes = jnp.asarray(codes)
+  members = codes.shape[0]
+  groups, size = group_shape(members, group_size)
+  order = jnp.lexsort(tuple(codes[:, slot] for slot in reversed(range(codes.shape[1]))))
+  index = jnp.concatenate([order, jnp.full(groups * size - members, order[-1])])
+  return index, groups, size
+
+
 def over_members(fn, member_args: tuple, shared_args: tuple, strategy: str, *, encoding=None,
                  codes_at: int = 0, group_size: int = DEFAULT_GROUP_SIZE):
   """fn(*member, *shared_args) for every member: the leading axis of each of `member_args`
@@ -79,22 +92,18 @@ def over_members(fn, member_args: tuple, shared_args: tuple, strategy: str, *, e
     raise ValueError(f"unresolved population strategy {strategy!r}")
   codes = member_args[codes_at]
   members = codes.shape[0]
-  groups, size = group_shape(members, group_size)
 
   def one_group(group_args):
     present = encoding.present_operators(group_args[codes_at])
     return jax.vmap(lambda *member: fn(*member, *shared_args, present=present))(*group_args)
 
-  if groups == 1:
-    return one_group(member_args)
-  # Sorted by their codes (the first slot first), neighbours share operators, so a group
-  # selects few of them. The last group is padded with copies of the last member, which
-  # select nothing new; their results are dropped.
-  order = jnp.lexsort(tuple(codes[:, slot] for slot in reversed(range(codes.shape[1]))))
-  index = jnp.concatenate([order, jnp.full(groups * size - members, order[-1])])
+  if group_shape(members, group_size)[0] == 1:
+    return one_group(member_args)  # as they are: no sort
+  index, groups, size = group_order(codes, group_size)
   grouped = jax.tree.map(lambda a: a[index].reshape((groups, size) + a.shape[1:]), member_args)
   results = jax.lax.map(one_group, grouped)
-  inverse = jnp.argsort(order)
+  # The padding's results are dropped; the members' come back in their order.
+  inverse = jnp.argsort(index[:members])
   return jax.tree.map(lambda a: a.reshape((groups * size,) + a.shape[2:])[:members][inverse],
                       results)
 

@@ -72,11 +72,17 @@ def _has(table, name) -> bool:
   return True
 
 
+def _ranking(table) -> tuple[np.ndarray, np.ndarray, dict[int, int]]:
+  """(validation accuracy, indices best first with failures last, index -> 1-based rank)."""
+  validation = table.accuracy("validation")
+  order = np.argsort(np.where(np.isfinite(validation), -validation, np.inf), kind="stable")
+  return validation, order, {int(index): position + 1 for position, index in enumerate(order)}
+
+
 def best_section(table, figures: str, relative: str, count: int = 10,
                  previous: Mapping | None = None) -> list[str]:
-  validation, test = table.accuracy("validation"), table.accuracy("test")
-  order = np.argsort(np.where(np.isfinite(validation), -validation, np.inf), kind="stable")
-  rank = {int(index): position + 1 for position, index in enumerate(order)}
+  validation, order, rank = _ranking(table)
+  test = table.accuracy("test")
   lines = ["## The best functions against the baselines", "",
            "| rank | function | validation % | test % |", "|---|---|---|---|"]
   for index in order[:count]:
@@ -88,10 +94,7 @@ def best_section(table, figures: str, relative: str, count: int = 10,
             + ("" if old is None else f" {label} rank | {label} validation % |"),
             "|---|---|---|---|" + ("" if old is None else "---|---|")]
   if old is not None:
-    old_validation = old.accuracy("validation")
-    old_order = np.argsort(np.where(np.isfinite(old_validation), -old_validation, np.inf),
-                           kind="stable")
-    old_rank = {int(index): position + 1 for position, index in enumerate(old_order)}
+    old_validation, _, old_rank = _ranking(old)
   for name in BASELINES:
     if _has(table, name):
       index = table.index(name)
