@@ -57,12 +57,13 @@ def _choices() -> dict[str, tuple]:
   """Fields that name one of a few things: dotted path -> the allowed values."""
   # pylint: disable=import-outside-toplevel  # the stages' own lists; the launcher sits above
   from actbench.engine import model_factory, objectives, optim, population, train
-  from actbench.fisher import experiment, kfac, spectrum
+  from actbench.fisher import device_eigenvalues, experiment, kfac, spectrum
   from actbench.models import layers
   from actbench.search import strategies, surrogate
   return {
       "population.strategy": population.STRATEGIES, "fisher.method": experiment.METHODS,
       "fisher.type": kfac.FISHER_TYPES, "fisher.floor_mode": spectrum.FLOOR_MODES,
+      "fisher.eigenvalues": device_eigenvalues.MODES,
       "search.strategy": tuple(strategies.STRATEGIES),
       "surrogate.features": surrogate.FEATURE_SETS, "train.optimizer": optim.OPTIMIZERS,
       "train.schedule": optim.SCHEDULES, "train.loss": objectives.LOSSES,

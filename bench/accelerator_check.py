@@ -23,9 +23,11 @@ such while the others go on. Sections:
             memory per member at a population of 1, then the largest population the device
             memory fits (predicted from that memory, then run).
   fisher    K-FAC Fisher features (`fisher.features`) of All-CNN-C and ResNet-56 populations of
-            64 and 256 under the strategy 'auto' picks and 'grouped': features per second, the
-            wall time split into setup, compile, device and host (float64
-            eigendecompositions).
+            64 and 256 under the strategy 'auto' picks and 'grouped', with the factors'
+            eigenvalues on the host (float64, every core) and, under 'auto', on the device
+            (float64 and float32: `config.fisher.eigenvalues`): features per second, the wall
+            time split into setup, compile, device and host (eigendecompositions when on the
+            host, and histograms).
   compile   every program's compile and first-call time, gathered from the sections above.
 
 FLOPs of a training step are those of one model's step (forward, backward, optimizer) by XLA's
@@ -118,7 +120,10 @@ class Sizes:
   min_timed_s: float  # steady state: calls are timed until this long...
   max_timed_calls: int  # ...or this many
   group_size: int = population.DEFAULT_GROUP_SIZE  # members per vmapped group of 'grouped'
-  fisher_strategies: tuple[str, ...] = ("auto", "grouped")  # per Fisher population
+  # Fisher series, each (population strategy, where the factor eigenvalues are computed:
+  # config.fisher.eigenvalues), per population.
+  fisher_series: tuple[tuple[str, str], ...] = (
+      ("auto", "host"), ("grouped", "host"), ("auto", "device"), ("auto", "device_float32"))
 
 
 def training_plan(dtypes=("bfloat16", "float32"), strategies=("vmap", "grouped", "map"),
@@ -153,7 +158,7 @@ TINY = dataclasses.replace(
     vision_steps=1, vision_max_population=1, fisher_populations=(2,), fisher_batch=4,
     schema="", activations=TINY_ACTIVATIONS, min_timed_s=0.0, max_timed_calls=1,
     group_size=1,  # 'grouped' over 2 members: two groups, sorted
-    fisher_strategies=("auto",))
+    fisher_series=(("auto", "host"), ("auto", "device")))
 
 # ---- one model trained alone: the baseline, and the FLOPs of a member's step ----
 
@@ -512,17 +517,19 @@ def run_fisher(report: Report, budget: Budget, names: list[str], sizes: Sizes) -
   budget.start("fisher")
   dataset = data.synthetic("cifar10", num_train=sizes.fisher_batch, num_validation=0,
                            num_test=0)
-  previous: dict[tuple[str, str], dict] = {}
+  previous: dict[tuple[str, str, str], dict] = {}
   for count in sizes.fisher_populations:
     for model in ("allcnnc", "resnet56"):
-      for strategy in sizes.fisher_strategies:
+      for strategy, eigenvalues in sizes.fisher_series:
         config = cifar_config(model, "float32", strategy, sizes)
         config.fisher.batch_size = sizes.fisher_batch
+        config.fisher.eigenvalues = eigenvalues
         row = {"model": model, "population": count, "batch_size": sizes.fisher_batch,
-               "strategy": population.resolve_strategy(strategy), "error": None}
+               "strategy": population.resolve_strategy(strategy), "eigenvalues": eigenvalues,
+               "error": None}
         if row["strategy"] == "grouped":
           row["group_size"] = sizes.group_size
-        series = (model, row["strategy"])
+        series = (model, row["strategy"], eigenvalues)
         reason = budget.skip_reason(_fisher_estimate_s(previous.get(series), count))
         if reason:
           report.add("fisher", skipped(row, reason))

@@ -207,7 +207,7 @@ def compile_rows(report_data: dict) -> list[dict]:
   for r in report_data["fisher"]:
     if r.get("status") == "ok":
       rows.append({"program": f"fisher/{r.get('model')}/{r.get('strategy')}/"
-                              f"P={r.get('population')}",
+                              f"{r.get('eigenvalues', 'host')}/P={r.get('population')}",
                    "compile_s": r.get("seconds", {}).get("compile"),
                    "first_call_s": r.get("total_s"), "step_s": None})
   return rows
@@ -235,7 +235,8 @@ HEADERS = {
                 f"{'TFLOP/s':>8s} {'%bf16':>6s} {'%fp32':>6s} {'GB/memb':>8s}",
     "vision": f"{'model':9s} {'P':>4s} {'status':8s} {'comp s':>7s} {'1st s':>7s} "
               f"{'step ms':>9s} {'img/s':>9s} {'TFLOP/s':>8s} {'%bf16':>6s} {'GB/memb':>8s}",
-    "fisher": f"{'model':9s} {'strategy':8s} {'P':>4s} {'status':8s} {'total s':>8s} {'setup':>6s} "
+    "fisher": f"{'model':9s} {'strategy':8s} {'eigvals':14s} {'P':>4s} {'status':8s} "
+              f"{'total s':>8s} {'setup':>6s} "
               f"{'compile':>7s} {'device':>7s} {'host':>7s} {'feat/s':>8s} {'w/o comp':>8s} "
               f"{'failed':>6s}",
 }
@@ -262,8 +263,8 @@ def format_row(section: str, r: dict) -> str:
             f"{_num(r.get('tflops_per_s'), 1, 2):>8s} {_percent(r, 'bfloat16'):>6s} "
             f"{_num(_gb_per_member(r), 1, 3):>8s}{tail}")
   seconds = r.get("seconds") or {}
-  return (f"{r['model']:9s} {r.get('strategy', '?'):8s} {r['population']:4d} {status:8s} "
-          f"{_num(r.get('total_s')):>8s} "
+  return (f"{r['model']:9s} {r.get('strategy', '?'):8s} {r.get('eigenvalues', 'host'):14s} "
+          f"{r['population']:4d} {status:8s} {_num(r.get('total_s')):>8s} "
           f"{_num(seconds.get('setup')):>6s} {_num(seconds.get('compile')):>7s} "
           f"{_num(seconds.get('device')):>7s} {_num(seconds.get('host')):>7s} "
           f"{_num(r.get('features_per_s'), 1, 2):>8s} "

@@ -28,10 +28,14 @@ from actbench.search.candidates import Candidates
 from configs import digits_bench
 
 
-def fisher_rows(classes, floor: float, mode: str, chunk: int, cache: str) -> np.ndarray:
-  """The table's Fisher rows recomputed with this floor and chunk size, class by class."""
+def fisher_rows(classes, floor: float, mode: str, chunk: int, cache: str,
+                eigenvalues: str = "host") -> np.ndarray:
+  """The table's Fisher rows recomputed with this floor, chunk size and place of the factor
+  eigenvalues (`config.fisher.eigenvalues`), class by class."""
   names = [members[0] for members in classes]
   tag = f"{mode}{floor:g}" if floor else "none"
+  if eigenvalues != "host":
+    tag += f"-{eigenvalues}"
   path = os.path.join(cache, f"fisher-floor-{tag}-chunk{chunk}.npz")
   if os.path.exists(path):
     with np.load(path) as saved:
@@ -41,6 +45,7 @@ def fisher_rows(classes, floor: float, mode: str, chunk: int, cache: str) -> np.
   config.fisher.eigenvalue_floor = floor
   config.fisher.floor_mode = mode
   config.fisher.batch_chunk = chunk
+  config.fisher.eigenvalues = eigenvalues
   # One program over the benchmark space, as the benchmark computes them (relu(x)'s class as
   # add(relu(x),zero(x))), rather than a table of 2,791 whole functions.
   config.population.schema = config.search.space

@@ -86,6 +86,9 @@ def base_config() -> ml_collections.ConfigDict:
   # the default: it ranks as well on both digits tables, bench/fisher_floor.py)...
   config.fisher.eigenvalue_floor = 0.0
   config.fisher.floor_mode = "drop"  # ... are dropped | clamp (raised to it)
+  # kfac: where factor eigenvalues are computed: host (float64, every core) | device (float64
+  # on the GPU) | device_float32 (for TPUs; features move, bench/fisher_precision.py)
+  config.fisher.eigenvalues = "host"
   config.fisher.published_shift = False  # kfac: the constant shifts of published Act-Bench files
   config.fisher.batch_chunk = 32  # examples per pass: bounds memory (0: the whole batch)
   config.fisher.lanczos_probes = 16  # lanczos: Rademacher probes averaged

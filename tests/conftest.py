@@ -3,6 +3,7 @@ XLA compilation cache for the session, so that tests (and their subprocesses) th
 same programs compile them once."""
 
 import os
+import shutil
 import tempfile
 import urllib.parse
 import urllib.request
@@ -60,6 +61,12 @@ def pytest_addoption(parser):
 
 def pytest_configure(config):
   config.addinivalue_line("markers", "slow: skipped unless --runslow is given")
+
+
+def pytest_unconfigure(config):
+  # The session's compilation cache is of no use after it: one left behind per run of the suite
+  # filled /tmp.
+  shutil.rmtree(_CACHE, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config, items):

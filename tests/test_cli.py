@@ -60,6 +60,7 @@ BAD_NAMES = {
     "mode": "serch", "dataset.name": "cifar01", "model.name": "resnet5",
     "train.optimizer": "adamm", "train.schedule": "cosin", "train.loss": "softmax",
     "population.strategy": "pmap", "fisher.method": "kfak", "fisher.type": "empiric",
+    "fisher.eigenvalues": "gpu",
     "search.strategy": "aquasurff", "surrogate.features": "unoin",
     "model.dtype": "bfloat", "model.conv_implementation": "im2col2",
     "train.weight_decay_on": "kernel", "search.space": "binary(unary(x)",

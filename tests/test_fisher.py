@@ -15,10 +15,9 @@ import pytest
 
 import actbench
 from actbench import fisher, models
-from actbench.fisher import spectrum
 from actbench.engine import population
 from actbench.models import layers
-from actbench.fisher import moments, spectrum
+from actbench.fisher import device_eigenvalues, moments, spectrum
 
 NUM_CLASSES = 3
 
@@ -494,3 +493,56 @@ def test_vmap_and_grouped_strategies_equal_map(digits_batch, population_result, 
   assert list(result.failed) == [1]
   np.testing.assert_allclose(result.features[[0, 2]], population_result.features[[0, 2]],
                              atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# eigenvalues on the device
+
+
+def _stacks(seed, dims, scale=1.0):
+  rng = np.random.default_rng(seed)
+  out = []
+  for d in dims:
+    x = rng.standard_normal((2, 3 * d, d)) * scale
+    out.append(np.einsum("bni,bnj->bij", x, x).astype(np.float32))  # positive definite
+  return out
+
+
+@pytest.mark.parametrize("mode", ["device", "device_float32"])
+def test_eigenvalue_program_matches_float64_numpy_and_isolates_nan(mode):
+  members = [_stacks(seed, (5, 3)) for seed in range(3)]
+  members[1][0][1, 2, 2] = np.nan  # member 1's first stack, second block
+  stacked = [np.stack([m[k] for m in members]) for k in range(2)]
+
+  def member_matrices(first, second, dtype):
+    return [first.astype(dtype) * 2.0, second.astype(dtype)]
+
+  program = device_eigenvalues.eigenvalue_program(member_matrices, mode, ("test", mode))
+  eigs, finite = jax.device_get(program(*stacked))
+  np.testing.assert_array_equal(finite, [[True, True], [False, True], [True, True]])
+  assert eigs[0].dtype == (np.float64 if mode == "device" else np.float32)
+  tolerance = 1e-12 if mode == "device" else 1e-5
+  for m, matrices in enumerate(members):
+    for k, (matrix, scale) in enumerate(zip(matrices, (2.0, 1.0))):
+      if not finite[m, k]:
+        np.testing.assert_array_equal(eigs[k][m], 0.0)  # decomposed as zeros, no NaN
+        continue
+      expected = np.linalg.eigvalsh(matrix.astype(np.float64) * scale)
+      np.testing.assert_allclose(eigs[k][m], expected, atol=tolerance * expected.max(),
+                                 rtol=0)
+
+
+def test_device_eigenvalues_give_the_host_features(digits_batch, population_result):
+  images, labels = digits_batch
+  codes = TABLE.encode(["relu(x)", "reciprocal(zero(x))", "swish(x)"])
+  host = fisher.population_features(small_cnn, TABLE, codes, images, labels, batch_chunk=16,
+                                    members_per_call=4)
+  device = fisher.population_features(small_cnn, TABLE, codes, images, labels, batch_chunk=16,
+                                      members_per_call=4, eigenvalues="device")
+  assert device.failed == host.failed and list(device.failed) == [1]
+  np.testing.assert_allclose(device.features[[0, 2]], population_result.features[[0, 2]],
+                             atol=1e-6)
+  # The softmax G's zero eigenvalue is roundoff of either sign (see above).
+  np.testing.assert_array_equal(device.dropped[[0, 2], :-1], host.dropped[[0, 2], :-1])
+  with pytest.raises(ValueError, match="eigenvalues must be one of"):
+    fisher.population_features(small_cnn, TABLE, codes, images, labels, eigenvalues="gpu")

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 
+import jax
 import numpy as np
 import pytest
 
@@ -30,7 +31,20 @@ def smoke_config(**train_fields):
   return config
 
 
-def test_population_learns_and_reports_every_member(digits):
+def _guarded(method, level: str):
+  def guarded(*args, **kwargs):
+    with jax.transfer_guard_host_to_device(level):
+      return method(*args, **kwargs)
+  return guarded
+
+
+def test_population_learns_and_reports_every_member(digits, monkeypatch):
+  # An epoch and an evaluation copy to the device only what the trainer puts there (the
+  # batches of a compiled call, once per call): no other host array reaches a step.
+  for name, level in (("train_epoch", "disallow"), ("evaluate", "disallow"),
+                      ("put_shared", "allow"), ("put_members", "allow")):
+    monkeypatch.setattr(trainer.PopulationTrainer, name,
+                        _guarded(getattr(trainer.PopulationTrainer, name), level))
   result = train.train_population(smoke_config(), ["relu(x)", "tanh(x)"], [0, 1],
                                   dataset=digits)
   assert result.activations == ["relu(x)", "relu(x)", "tanh(x)", "tanh(x)"]

@@ -22,8 +22,8 @@ batch of B examples:
   A_g ((k*k*C_in/groups [+1]) square) and G_g ((C_out/groups) square; a scalar for a depthwise
   conv with multiplier 1). The layer's eigenvalues are the products per group.
 - Log-eigenvalues: per block every log a_i + log g_j over the eigenvalues of A and G
-  (eigh in float64 on the host); products with a factor eigenvalue <= 0 are dropped and
-  counted.
+  (eigh in float64 on the host, or on the device: `eigenvalues='device'`, see
+  `device_eigenvalues`); products with a factor eigenvalue <= 0 are dropped and counted.
 - Feature per layer: np.histogram of the log-eigenvalues with num_weights // 100 equally
   spaced edges on [-100, 100] (num_weights includes the bias), cumulated and normalized to end
   at 1; layers with fewer than 200 weights get 2 edges (one bin, the CDF [1.0]). Layers are

@@ -236,13 +236,15 @@ def _zero_parts(call: Call) -> dict:
                                   call.num_shifted)
 
 
-def assemble_input_moment(call: Call, parts: dict, num_chunks: int) -> np.ndarray:
-  """The call's A sum over `num_chunks` chunks, host float64, from its summed parts."""
+def assemble_input_moment(call: Call, parts: dict, num_chunks: int, xp=np,
+                          dtype=np.float64):
+  """The call's A sum over `num_chunks` chunks from its summed parts: host float64 by default;
+  with xp=jax.numpy, traced (on the device) in `dtype`."""
   if call.geometry is None:
-    return np.asarray(parts["moment"], np.float64)
+    return xp.asarray(parts["moment"], dtype)
   return moments.assemble_conv_moment(parts, call.geometry, call.in_shape[-1],
                                       call.layer.has_bias, call.num_shifted,
-                                      call.rows * num_chunks, np)
+                                      call.rows * num_chunks, xp, dtype)
 
 
 def batch_sums(model: nn.Module, variables, calls: list[Call], images, labels, noise,
@@ -325,12 +327,13 @@ def chunked_sums(model, variables, calls, images, labels, noise, fisher_type, ap
   return a_sums, g_layer, finite
 
 
-def layer_input_moments(calls, a_parts: dict, num_chunks: int) -> dict:
-  """{path: A sum (host float64)} from `chunked_sums`' parts: each call assembled, a shared
-  layer's calls added."""
+def layer_input_moments(calls, a_parts: dict, num_chunks: int, xp=np,
+                        dtype=np.float64) -> dict:
+  """{path: A sum} from `chunked_sums`' parts: each call assembled (`assemble_input_moment`),
+  a shared layer's calls added."""
   a_layer: dict = {}
   for call in calls:
     path = call.layer.path
-    a = assemble_input_moment(call, a_parts[call.key], num_chunks)
+    a = assemble_input_moment(call, a_parts[call.key], num_chunks, xp, dtype)
     a_layer[path] = a_layer[path] + a if path in a_layer else a
   return a_layer

@@ -70,6 +70,7 @@ def features(config, names: Sequence[str], *, dataset=None, make_model=None) -> 
         published_shift=bool(cfg.get("published_shift", False)),
         eigenvalue_floor=float(cfg.get("eigenvalue_floor", 0.0)),
         floor_mode=cfg.get("floor_mode", "drop"),
+        eigenvalues=cfg.get("eigenvalues", "host"),
         normalize=bool(config.population.get("normalize", False)))
   return _lanczos_features(config, names, make_model, images, labels, seed)
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from actbench import models
 from actbench.engine import population
-from actbench.fisher import capture, spectrum
+from actbench.fisher import capture, device_eigenvalues, spectrum
 from actbench.fisher.capture import Layer, Uncovered
 
 FISHER_TYPES = ("empirical", "sampled")
@@ -60,8 +60,9 @@ class FisherFeatures:
     uncovered: weights the approximation leaves out (BatchNorm, embeddings, ...).
     seconds: wall time of 'setup' (initialization, finding the layers), 'compile' (dispatching
       the compiled calls: tracing and compiling the program on its first use, about 0 once it
-      is cached), 'device' (waiting for their results) and 'host' (eigendecompositions and
-      histograms; on accelerators these overlap with the next group's computation).
+      is cached), 'device' (waiting for their results, eigenvalues included when computed on
+      the device) and 'host' (eigendecompositions when computed there, and histograms; on
+      accelerators these overlap with the next group's computation).
     cpu_seconds: the process's CPU seconds (all threads) in the same phases.
   """
 
@@ -146,18 +147,27 @@ def _published_scales(layer: Layer, batch: int, rows: int) -> tuple[float, float
   return 1.0, 1.0 / batch**2
 
 
-def _finish(layers: Sequence[Layer], rows: dict, batch: int, a_sums: dict, g_sums: dict,
-            published_shift: bool) -> list[LayerFactors]:
-  """Host factors from the device sums of one model: A / B, G / (B * T), float64."""
+def _scaled(layers: Sequence[Layer], rows: dict, batch: int, a_sums: dict, g_sums: dict,
+            published_shift: bool, xp=np, dtype=np.float64) -> list[tuple[Any, Any]]:
+  """[(A, G) per layer] from the sums of one model: A / B, G / (B * T), in `dtype` (host
+  float64 by default; traced on the device with xp=jax.numpy)."""
   out = []
   for layer in layers:
-    a = np.asarray(a_sums[layer.path], np.float64) / batch
-    g = np.asarray(g_sums[layer.path], np.float64) / rows[layer.path]
+    a = xp.asarray(a_sums[layer.path], dtype) / batch
+    g = xp.asarray(g_sums[layer.path], dtype) / rows[layer.path]
     if published_shift:
       scale_a, scale_g = _published_scales(layer, batch, rows[layer.path])
       a, g = a * scale_a, g * scale_g
-    out.append(LayerFactors(layer.path, layer.kind, a, g, layer.num_weights, layer.has_bias))
+    out.append((a, g))
   return out
+
+
+def _finish(layers: Sequence[Layer], rows: dict, batch: int, a_sums: dict, g_sums: dict,
+            published_shift: bool) -> list[LayerFactors]:
+  """Host factors (float64) from the device sums of one model."""
+  return [LayerFactors(layer.path, layer.kind, a, g, layer.num_weights, layer.has_bias)
+          for layer, (a, g) in zip(layers, _scaled(layers, rows, batch, a_sums, g_sums,
+                                                    published_shift))]
 
 
 def _total_rows(calls: Sequence[capture.Call], num_chunks: int) -> dict[str, int]:
@@ -317,14 +327,21 @@ def _member_factors(calls, num_chunks, layers, rows, batch, a_parts, g_sums, fin
                     published_shift):
   """(host factors, None) of one member's sums, or (None, why it has no features)."""
   if not finite:
-    return None, "forward pass is not finite (NaN or inf logits)"
+    return None, _NOT_FINITE
   a_sums = capture.layer_input_moments(calls, a_parts, num_chunks)
   for name, sums in (("A", a_sums), ("G", g_sums)):
     bad = [layer.path for layer in layers if not np.all(np.isfinite(sums[layer.path]))]
     if bad:
-      pass_name = "forward" if name == "A" else "backward"
-      return None, f"{pass_name} pass is not finite: non-finite {name} in {', '.join(bad)}"
+      return None, _not_finite_factors(name, bad)
   return _finish(layers, rows, batch, a_sums, g_sums, published_shift), None
+
+
+_NOT_FINITE = "forward pass is not finite (NaN or inf logits)"
+
+
+def _not_finite_factors(name: str, paths: Sequence[str]) -> str:
+  pass_name = "forward" if name == "A" else "backward"
+  return f"{pass_name} pass is not finite: non-finite {name} in {', '.join(paths)}"
 
 
 def _member_features(layers, eigs, floor: float, mode: str):
@@ -346,7 +363,7 @@ def population_features(make_model: Callable[[Callable], nn.Module], encoding: A
                         group_size: int = population.DEFAULT_GROUP_SIZE,
                         published_shift: bool = False,
                         normalize: bool = False, eigenvalue_floor: float = 0.0,
-                        floor_mode: str = "drop",
+                        floor_mode: str = "drop", eigenvalues: str = "host",
                         apply_kwargs: dict | None = None) -> FisherFeatures:
   """Fisher CDF features of many activations, their factors computed in one compiled program.
 
@@ -367,12 +384,15 @@ def population_features(make_model: Callable[[Callable], nn.Module], encoding: A
     eigenvalue_floor, floor_mode: factor eigenvalues below this fraction of their factor's
       largest are dropped (counted in `dropped`) or clamped to it, so that the positions of
       roundoff-level eigenvalues do not shape the features (see `log_eigenvalues`).
+    eigenvalues: where the factors' eigenvalues are computed (`device_eigenvalues`): 'host'
+      (float64 on the host, a group's all at once, one per core: `spectrum.eigenvalues_many`),
+      'device' (float64) or 'device_float32' (on the device, after each group's program).
 
-  Eigendecompositions (float64) run on the host, a group's all at once, one per core
-  (`spectrum.eigenvalues_many`); then the histograms, member by member. A member
-  whose factors are not finite gets a NaN row and a reason in `failed`; the others are
-  unaffected (members share nothing but the batch and the initial parameters).
+  The histograms run on the host, member by member. A member whose factors are not finite gets
+  a NaN row and a reason in `failed`; the others are unaffected (members share nothing but the
+  batch and the initial parameters).
   """
+  device_eigenvalues.check_mode(eigenvalues)
   clock = _Stopwatch()
   strategy = population.resolve_strategy(strategy)
   apply_kwargs = _apply_kwargs(apply_kwargs, make_model(lambda x: x))
@@ -391,6 +411,10 @@ def population_features(make_model: Callable[[Callable], nn.Module], encoding: A
   program = _population_program(make_model, encoding, calls, fisher_type, strategy, normalize,
                                 apply_items, int(group_size))
   shared = (variables, _chunked(images, chunk), _chunked(labels, chunk), _chunked(noise, chunk))
+  decompose = None
+  if eigenvalues != "host":
+    decompose = _factor_eigenvalue_program(calls, layers, rows, batch, batch // chunk,
+                                           published_shift, eigenvalues)
 
   n = codes.shape[0]
   devices = jax.device_count()
@@ -408,7 +432,8 @@ def population_features(make_model: Callable[[Callable], nn.Module], encoding: A
     clock.lap(None)
     # Dispatch traces and compiles on a program's first use, then returns before the
     # computation ends.
-    out = program(padded, *shared)
+    a_parts, g_sums, finite = program(padded, *shared)
+    out = (a_parts, g_sums, finite) if decompose is None else (decompose(a_parts, g_sums), finite)
     clock.lap("compile")
     return out
 
@@ -419,35 +444,83 @@ def population_features(make_model: Callable[[Callable], nn.Module], encoding: A
   pending = launch(0) if starts else None
   for index, start in enumerate(starts):
     clock.lap(None)
-    a_parts, g_sums, finite = jax.device_get(pending)
+    results = jax.device_get(pending)
     clock.lap("device")
     if overlap and index + 1 < len(starts):
       pending = launch(starts[index + 1])  # computes while the host decomposes this group
-    healthy = {}
-    for m in range(min(group, n - start)):
-      factors, reason = _member_factors(
-          calls, batch // chunk, layers, rows, batch, jax.tree.map(lambda v, m=m: v[m], a_parts),
-          {p: v[m] for p, v in g_sums.items()}, bool(finite[m]), published_shift)
-      if factors is None:
+    count = min(group, n - start)
+    if decompose is None:
+      per_member_eigs = _host_eigenvalues(calls, batch // chunk, layers, rows, batch,
+                                          published_shift, count, *results)
+    else:
+      per_member_eigs = _device_eigenvalues(layers, count, *results)
+    for m, (eigs, reason) in enumerate(per_member_eigs):
+      if eigs is None:
         failed[start + m] = reason
-      else:
-        healthy[m] = factors
-    # All the group's decompositions at once, so that every core has work until the end.
-    eigs = spectrum.eigenvalues_many([matrix for factors in healthy.values()
-                                      for f in factors for matrix in (f.A, f.G)])
-    per_member = 2 * len(layers)
-    for position, m in enumerate(healthy):
-      vector, reason, counts = _member_features(
-          layers, eigs[position * per_member:(position + 1) * per_member], eigenvalue_floor,
-          floor_mode)
+        continue
+      vector, reason, counts = _member_features(layers, eigs, eigenvalue_floor, floor_mode)
       dropped[start + m] = counts
       if vector is None:
         failed[start + m] = reason
       else:
         features[start + m] = vector
     clock.lap("host")
-    del a_parts, g_sums
+    del results, per_member_eigs
     if not overlap and index + 1 < len(starts):
       pending = launch(starts[index + 1])
   return FisherFeatures(list(encoding.decode(codes)) if n else [], features, failed, dropped,
                         layers, uncovered, clock.wall, clock.cpu)
+
+
+def _host_eigenvalues(calls, num_chunks, layers, rows, batch, published_shift, count, a_parts,
+                      g_sums, finite) -> list[tuple[list | None, str | None]]:
+  """Per member of a group: (eigenvalues [A_0, G_0, A_1, G_1, ...] or None, why not), from
+  its sums on the host, all the group's decompositions at once."""
+  healthy, out = {}, [(None, None)] * count
+  for m in range(count):
+    factors, reason = _member_factors(
+        calls, num_chunks, layers, rows, batch, jax.tree.map(lambda v, m=m: v[m], a_parts),
+        {p: v[m] for p, v in g_sums.items()}, bool(finite[m]), published_shift)
+    if factors is None:
+      out[m] = (None, reason)
+    else:
+      healthy[m] = factors
+  # All at once, so that every core has work until the end.
+  eigs = spectrum.eigenvalues_many([matrix for factors in healthy.values()
+                                    for f in factors for matrix in (f.A, f.G)])
+  per_member = 2 * len(layers)
+  for position, m in enumerate(healthy):
+    out[m] = (eigs[position * per_member:(position + 1) * per_member], None)
+  return out
+
+
+def _device_eigenvalues(layers, count, decomposed, finite) -> list[tuple[list | None,
+                                                                          str | None]]:
+  """As `_host_eigenvalues`, from the device's eigenvalues and factor finiteness."""
+  eigs, factor_finite = decomposed
+  out = []
+  for m in range(count):
+    if not finite[m]:
+      out.append((None, _NOT_FINITE))
+      continue
+    bad_a = [layer.path for i, layer in enumerate(layers) if not factor_finite[m, 2 * i]]
+    bad_g = [layer.path for i, layer in enumerate(layers) if not factor_finite[m, 2 * i + 1]]
+    if bad_a or bad_g:
+      out.append((None, _not_finite_factors("A", bad_a) if bad_a
+                  else _not_finite_factors("G", bad_g)))
+      continue
+    out.append(([np.asarray(e[m], np.float64) for e in eigs], None))
+  return out
+
+
+def _factor_eigenvalue_program(calls, layers, rows, batch, num_chunks, published_shift, mode):
+  """The device program of every member's factor eigenvalues [A_0, G_0, ...] from the
+  population program's (a_parts, g_sums)."""
+  def member_matrices(a_parts, g_sums, dtype):
+    a_sums = capture.layer_input_moments(calls, a_parts, num_chunks, jnp, dtype)
+    return [matrix for pair in _scaled(layers, rows, batch, a_sums, g_sums, published_shift,
+                                        jnp, dtype) for matrix in pair]
+
+  key = ("kfac", calls, tuple(layers), tuple(sorted(rows.items())), batch, num_chunks,
+         published_shift)
+  return device_eigenvalues.eigenvalue_program(member_matrices, mode, key)

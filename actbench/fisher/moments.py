@@ -283,14 +283,16 @@ def conv_parts_zeros(geometry: ConvGeometry, channels: int, has_bias: bool,
 
 
 def assemble_conv_moment(parts: dict, geometry: ConvGeometry, channels: int, has_bias: bool,
-                         num_shifted: int, count, xp=jnp):
+                         num_shifted: int, count, xp=jnp, dtype=None):
   """A (groups, D, D) from `conv_input_parts` summed over `count` output locations x examples.
 
   channels: C, the layer's input channels.
-  xp: jax.numpy (traced, float32) or numpy (on the host, in float64: the blocks' sums of cells
-  and the bias row's sums add no float32 rounding).
+  xp: jax.numpy (traced) or numpy (on the host).
+  dtype: of the result; default float64 with numpy, float32 with jax.numpy. In float64 the
+  blocks' sums of cells and the bias row's sums add no float32 rounding.
   """
-  dtype = xp.float64 if xp is np else jnp.float32
+  if dtype is None:
+    dtype = xp.float64 if xp is np else jnp.float32
   plan = shift_plan(geometry, num_shifted)
   cells = [xp.asarray(c, dtype) for c in parts["cells"]]
   groups = geometry.groups

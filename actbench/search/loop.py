@@ -83,7 +83,7 @@ _LATER_FIELDS = {
               "randaugment_magnitude": 0.0, "mixup_alpha": 0.0, "cutmix_alpha": 0.0,
               "mixup_switch_prob": 0.5, "divergence": "fail"},
     "dataset": {"download": True, "image_key": "image", "label_key": "label", "folds": 0},
-    "fisher": {"eigenvalue_floor": 0.0, "floor_mode": "drop"},
+    "fisher": {"eigenvalue_floor": 0.0, "floor_mode": "drop", "eigenvalues": "host"},
 }
 
 
