@@ -120,10 +120,17 @@ class Sizes:
   min_timed_s: float  # steady state: calls are timed until this long...
   max_timed_calls: int  # ...or this many
   group_size: int = population.DEFAULT_GROUP_SIZE  # members per vmapped group of 'grouped'
-  # Fisher series, each (population strategy, where the factor eigenvalues are computed:
-  # config.fisher.eigenvalues), per population.
-  fisher_series: tuple[tuple[str, str], ...] = (
-      ("auto", "host"), ("grouped", "host"), ("auto", "device"), ("auto", "device_float32"))
+  # Fisher series measured at each population, in order: (model, population strategy, where
+  # the factor eigenvalues are computed: config.fisher.eigenvalues).
+  fisher_series: tuple[tuple[str, str, str], ...] = ()
+
+
+def fisher_series(models=("allcnnc", "resnet56"),
+                  series=(("auto", "host"), ("grouped", "host"), ("auto", "device"),
+                          ("auto", "device_float32"))) -> tuple[tuple[str, str, str], ...]:
+  """Every model with every (strategy, eigenvalues), All-CNN-C first."""
+  return tuple((model, strategy, eigenvalues) for model in models
+               for strategy, eigenvalues in series)
 
 
 def training_plan(dtypes=("bfloat16", "float32"), strategies=("vmap", "grouped", "map"),
@@ -141,7 +148,8 @@ DEFAULT = Sizes(
     cifar_batch=128, cifar_steps=4, resnet_depth=56, vision_models=("mobilevit", "resnet50"),
     vision_smoke=False, vision_image_size=160, vision_batch=256, vision_steps=2,
     vision_max_population=64, fisher_populations=(64, 256), fisher_batch=128,
-    schema=space.BENCHMARK_SCHEMA, activations=(), min_timed_s=0.5, max_timed_calls=20)
+    schema=space.BENCHMARK_SCHEMA, activations=(), min_timed_s=0.5, max_timed_calls=20,
+    fisher_series=fisher_series())
 
 # A minute of XLA:CPU compiles on 2 cores: every section and code path once, not every
 # combination (every model, dtype, strategy and population of 1 and 2 once; ResNet-8;
@@ -158,7 +166,10 @@ TINY = dataclasses.replace(
     vision_steps=1, vision_max_population=1, fisher_populations=(2,), fisher_batch=4,
     schema="", activations=TINY_ACTIVATIONS, min_timed_s=0.0, max_timed_calls=1,
     group_size=1,  # 'grouped' over 2 members: two groups, sorted
-    fisher_series=(("auto", "host"), ("auto", "device")))
+    # The device eigenvalues on ResNet-8's small factors only: All-CNN-C's 1729 x 1729 take
+    # XLA:CPU 7 s.
+    fisher_series=(("allcnnc", "auto", "host"), ("resnet56", "auto", "host"),
+                   ("resnet56", "auto", "device")))
 
 # ---- one model trained alone: the baseline, and the FLOPs of a member's step ----
 
@@ -513,31 +524,30 @@ def _vision_largest(report, budget, model, task, names, first, sizes, peaks) -> 
 
 
 def run_fisher(report: Report, budget: Budget, names: list[str], sizes: Sizes) -> None:
-  """Every model and strategy at the smallest population first, so that each gets measured."""
+  """Every series at the smallest population first, so that each gets measured."""
   budget.start("fisher")
   dataset = data.synthetic("cifar10", num_train=sizes.fisher_batch, num_validation=0,
                            num_test=0)
   previous: dict[tuple[str, str, str], dict] = {}
   for count in sizes.fisher_populations:
-    for model in ("allcnnc", "resnet56"):
-      for strategy, eigenvalues in sizes.fisher_series:
-        config = cifar_config(model, "float32", strategy, sizes)
-        config.fisher.batch_size = sizes.fisher_batch
-        config.fisher.eigenvalues = eigenvalues
-        row = {"model": model, "population": count, "batch_size": sizes.fisher_batch,
-               "strategy": population.resolve_strategy(strategy), "eigenvalues": eigenvalues,
-               "error": None}
-        if row["strategy"] == "grouped":
-          row["group_size"] = sizes.group_size
-        series = (model, row["strategy"], eigenvalues)
-        reason = budget.skip_reason(_fisher_estimate_s(previous.get(series), count))
-        if reason:
-          report.add("fisher", skipped(row, reason))
-          continue
-        attempt(row, functools.partial(measure_fisher, config, dataset, cycled(names, count)))
-        report.add("fisher", row)
-        if row["status"] == "ok":
-          previous[series] = row
+    for model, strategy, eigenvalues in sizes.fisher_series:
+      config = cifar_config(model, "float32", strategy, sizes)
+      config.fisher.batch_size = sizes.fisher_batch
+      config.fisher.eigenvalues = eigenvalues
+      row = {"model": model, "population": count, "batch_size": sizes.fisher_batch,
+             "strategy": population.resolve_strategy(strategy), "eigenvalues": eigenvalues,
+             "error": None}
+      if row["strategy"] == "grouped":
+        row["group_size"] = sizes.group_size
+      series = (model, row["strategy"], eigenvalues)
+      reason = budget.skip_reason(_fisher_estimate_s(previous.get(series), count))
+      if reason:
+        report.add("fisher", skipped(row, reason))
+        continue
+      attempt(row, functools.partial(measure_fisher, config, dataset, cycled(names, count)))
+      report.add("fisher", row)
+      if row["status"] == "ok":
+        previous[series] = row
 
 
 def measure_fisher(config, dataset, names: list[str]) -> dict:

@@ -34,9 +34,9 @@ def change(rows: np.ndarray, reference: np.ndarray) -> str:
   both = np.isfinite(rows).all(axis=1) & np.isfinite(reference).all(axis=1)
   moved = np.abs(rows[both] - reference[both])
   differ = np.sum(np.isfinite(rows).all(axis=1) != np.isfinite(reference).all(axis=1))
-  return (f"features move by {moved.mean():.2e} on average, {np.mean(moved.max(axis=1) > 1e-3):.1%}"
-          f" of {both.sum()} functions by more than 1e-3 somewhere; {differ} differ in having"
-          f" features at all")
+  share = np.mean(moved.max(axis=1) > 1e-3)
+  return (f"features move by {moved.mean():.2e} on average, {share:.1%} of {both.sum()} "
+          f"functions by more than 1e-3 somewhere; {differ} differ in having features at all")
 
 
 def allcnnc_rows(count: int, mode: str) -> tuple[np.ndarray, float]:

@@ -44,10 +44,6 @@ def check_mode(mode: str) -> None:
                      f"eigenvalues are computed), got {mode!r}")
 
 
-def dtype_of(mode: str):
-  return jnp.float64 if mode == "device" else jnp.float32
-
-
 def eigenvalue_program(member_matrices: Callable, mode: str, key: Hashable) -> Callable:
   """`program(*member_args)` -> (eigenvalues, finite) for every member on the leading axis.
 
@@ -64,7 +60,7 @@ def eigenvalue_program(member_matrices: Callable, mode: str, key: Hashable) -> C
   cache_key = (key, mode, jax.device_count())
   if cache_key in _PROGRAMS:
     return _PROGRAMS[cache_key]
-  dtype = dtype_of(mode)
+  dtype = jnp.float64 if mode == "device" else jnp.float32
 
   def one_member(*args):
     eigs, finite = [], []

@@ -453,7 +453,7 @@ def population_features(make_model: Callable[[Callable], nn.Module], encoding: A
       per_member_eigs = _host_eigenvalues(calls, batch // chunk, layers, rows, batch,
                                           published_shift, count, *results)
     else:
-      per_member_eigs = _device_eigenvalues(layers, count, *results)
+      per_member_eigs = _eigenvalues_from_device(layers, count, *results)
     for m, (eigs, reason) in enumerate(per_member_eigs):
       if eigs is None:
         failed[start + m] = reason
@@ -494,8 +494,8 @@ def _host_eigenvalues(calls, num_chunks, layers, rows, batch, published_shift, c
   return out
 
 
-def _device_eigenvalues(layers, count, decomposed, finite) -> list[tuple[list | None,
-                                                                          str | None]]:
+def _eigenvalues_from_device(layers, count, decomposed,
+                             finite) -> list[tuple[list | None, str | None]]:
   """As `_host_eigenvalues`, from the device's eigenvalues and factor finiteness."""
   eigs, factor_finite = decomposed
   out = []
