@@ -550,7 +550,8 @@ def sharded_member_program(member, strategy: str, num_shared: int, *, encoding=N
   """`program(codes, *shared)`: `member(codes_row, *shared)` for every row of `codes` by a
   resolved strategy (`over_members`; 'grouped' also passes `present=`), in one jitted program
   whose member axis is sharded over every device and whose shared arguments are replicated.
-  Used by the Fisher features (K-FAC and Lanczos); `codes` must divide over the devices."""
+  Used by the Fisher features (K-FAC and Lanczos, and the factor eigenvalues, whose "codes"
+  are a pytree of per-member arrays under 'vmap'); `codes` must divide over the devices."""
   def members(codes, *shared):
     return over_members(member, (codes,), shared, strategy, encoding=encoding,
                         group_size=group_size)

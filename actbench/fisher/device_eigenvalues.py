@@ -78,16 +78,14 @@ def eigenvalue_program(member_matrices: Callable, mode: str, key: Hashable) -> C
       finite.append(ok)
     return eigs, jnp.stack(finite)
 
-  mesh = jax.make_mesh((jax.device_count(),), (population.MEMBER_AXIS,))
-  sharded = jax.jit(jax.shard_map(jax.vmap(one_member), mesh=mesh,
-                                  in_specs=jax.P(population.MEMBER_AXIS),
-                                  out_specs=jax.P(population.MEMBER_AXIS), check_vma=False))
-  member_sharding = jax.NamedSharding(mesh, jax.P(population.MEMBER_AXIS))
+  # Every argument is per member: they travel together as the program's "codes".
+  sharded = population.sharded_member_program(lambda args: one_member(*args), "vmap",
+                                              num_shared=0)
 
   def program(*args):
     # Traced and run with 64-bit types for 'device' only: jit caches a program per setting.
     with jax.enable_x64(True) if mode == "device" else contextlib.nullcontext():
-      return sharded(*jax.device_put(args, member_sharding))
+      return sharded(args)
 
   if len(_PROGRAMS) >= 8:
     _PROGRAMS.pop(next(iter(_PROGRAMS)))

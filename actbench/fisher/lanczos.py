@@ -372,7 +372,8 @@ def population_spectral_density(make_apply: Callable[[Callable], Callable], enco
                                 chunk_size: int | None = None, zero_rtol: float | None = None,
                                 strategy: str = "auto", normalize: bool = False,
                                 members_per_call: int = 16,
-                                group_size: int = population.DEFAULT_GROUP_SIZE) -> list[SpectralDensity]:
+                                group_size: int = population.DEFAULT_GROUP_SIZE
+                                ) -> list[SpectralDensity]:
   """`spectral_density` of many activations, in one compiled program (not one per activation).
 
   Args:
