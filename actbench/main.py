@@ -9,9 +9,10 @@ features (output and Fisher features of config.activations), recover (a damaged 
 rebuilt from its journal). A killed search or benchmark resumes with the same command.
 
 A mistake in the config file or the command line prints one line and exits with status 2; one
-found when the run starts (a bad mode, dataset, model or activation, an unwritable workdir,
-a damaged store) prints its message and exits with status 1, before any work.
-`--verbosity=1` adds the traceback.
+found when the run starts (a bad dataset, model or activation, an unwritable workdir, a
+damaged store: an `actbench.errors.InputError`) prints its message and exits with status 1,
+before any work. `--verbosity=1` adds the traceback. Any other exception is a bug, in
+actbench or below it, and keeps its traceback.
 
 On a multi-host system (a TPU pod), run the same command on every host with --distributed.
 """
@@ -27,12 +28,7 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
-from actbench import config_fields, modes
-from actbench.search.store import StoreError
-
-# What a user's mistake raises (the library's own errors subclass these); anything else is a
-# bug and keeps its traceback.
-USER_ERRORS = (ValueError, OSError, StoreError)
+from actbench import config_fields, errors, modes
 
 _FRAME = re.compile(r'File "(?P<file>[^"]+)", line (?P<line>\d+)')
 
@@ -94,7 +90,7 @@ def _parse(argv):
   except Exception as e:  # pylint: disable=broad-except  # config_flags' loader raises anything
     raise UserError(f"cannot load the config: {_config_file_error(str(e))}", 2) from e
   try:
-    modes.check_config(loaded)
+    loaded = config_fields.checked(loaded)
   except config_fields.ConfigError as e:
     raise UserError(str(e), 2) from e
   return loaded, workdir.value, distributed.value
@@ -113,7 +109,7 @@ def launch(argv) -> str:
                jax.device_count(), jax.default_backend())
   try:
     return modes.run(config, workdir)
-  except USER_ERRORS as e:
+  except errors.InputError as e:  # a user's mistake; anything else is a bug: its traceback
     raise UserError(str(e) or type(e).__name__, 1) from e
 
 

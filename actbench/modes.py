@@ -27,7 +27,7 @@ from absl import logging
 import jax
 import numpy as np
 
-from actbench import config_fields, report
+from actbench import config_fields, errors, report
 from actbench.expr import features, space
 from actbench.report import plots
 
@@ -35,11 +35,11 @@ from actbench.report import plots
 TABLE_METRICS = {"train_accuracy": "Train Accuracy", "validation_accuracy": "Validation Accuracy",
                  "test_accuracy": "Test Accuracy", "train_loss": "Train Loss",
                  "validation_loss": "Validation Loss", "test_loss": "Test Loss"}
-MODES = ("train", "features", "search", "benchmark", "replay", "report", "recover")
+MODES = config_fields.MODES
 WORKDIR_MODES = ("search", "benchmark", "replay", "report", "recover")  # the others: optional
 
 
-class WorkdirError(OSError):
+class WorkdirError(errors.InputError, OSError):
   """The workdir cannot hold the run's files."""
 
 
@@ -60,17 +60,10 @@ def check_workdir(workdir: str) -> None:
                        f"{existing} ({e.strerror or e})") from e
 
 
-def check_config(config) -> None:
-  """Raises config_fields.ConfigError for an unknown field or mode."""
-  config_fields.check(config)
-  if config.get("mode", None) not in MODES:
-    raise config_fields.ConfigError(
-        f"config.mode must be one of {MODES}, got {config.get('mode', None)!r}")
-
-
 def run(config, workdir: str | None) -> str:
-  """Runs config.mode after checking the config's fields, the mode and the workdir."""
-  check_config(config)
+  """Runs config.mode after checking the config's fields (and completing it with every
+  default), the mode and the workdir."""
+  config = config_fields.checked(config)
   if workdir:
     check_workdir(workdir)
   elif config.mode in WORKDIR_MODES:
@@ -149,25 +142,24 @@ def benchmark_table(classes, evaluations, fisher_rows):
 
 
 def run_replay(config, workdir):
-  from actbench import tables  # pylint: disable=import-outside-toplevel
+  from actbench import search, tables  # pylint: disable=import-outside-toplevel
   from actbench.search import (  # pylint: disable=import-outside-toplevel
       replay, strategies, surrogate)
   cfg = config.replay
   table_path = cfg.table or _workdir_table(config, workdir)
   if not table_path:
-    raise ValueError("config.replay.table is empty and the workdir holds no benchmark table: "
+    raise config_fields.ConfigError("config.replay.table is empty and the workdir holds no "
+                                    "benchmark table: "
                      "give a table's path or a published name (cnn, resnet, vit)")
   table = tables.load(table_path, progress=True)
   # The table's space is config.search's (the benchmark space by default): evolution mutates
   # within it.
-  search_cfg = config.search
-  candidates = strategies.Candidates.from_table(table, schema=search_cfg.space)
-  choices = space.operator_choices(search_cfg.space, search_cfg.unary or None,
-                                   search_cfg.binary or None, search_cfg.nary or None)
+  candidates = strategies.Candidates.from_table(table, schema=config.search.space)
+  choices = search.operator_choices(config)
   accuracies = table.accuracy("validation")
   result = replay.replay(candidates, accuracies, strategies=tuple(cfg.strategies),
                          seeds=range(int(cfg.seeds)), budget=int(cfg.budget),
-                         tie=float(cfg.get("tie", 0.0)),
+                         tie=float(cfg.tie),
                          layout_cache=os.path.join(workdir, "layouts") if workdir else None,
                          feature_set=config.surrogate.features, progress=True,
                          strategy_options={"evolution": {"choices": choices},
@@ -185,7 +177,7 @@ def run_replay(config, workdir):
       if sizes:
         quality[feature_set] = surrogate.quality(layout, accuracies, sizes,
                                                  seeds=range(int(cfg.seeds)))
-    saved = {"table": table_path, "replay": result.to_json(), "quality": _jsonable(quality)}
+    saved = {"table": table_path, "replay": result.to_json(), "quality": replay.jsonable(quality)}
     report.write_json(saved, os.path.join(workdir, "replay.json"))
     # The figures without the per-seed arrays: small enough to keep beside a report.
     brief = {key: value for key, value in saved["replay"].items() if key != "strategies"}
@@ -224,9 +216,7 @@ def run_report(config, workdir):
           classes=classes, outputs=db.features(search.OUTPUTS)[0],
           fisher=db.features(search.FISHER)[0], schema=config.search.space)
       embedding = None
-      kind = (f"embedding-{config.surrogate.features}-"
-              f"{int(config.surrogate.get('random_state', 42))}")
-      stored, present = db.features(kind)
+      stored, present = db.features(search.embedding_kind(config))
       if present.all() and stored.shape[1]:
         embedding = stored
       texts.append(_search_outputs(workdir, classes, db.evaluations(), candidates, embedding,
@@ -239,7 +229,7 @@ def run_report(config, workdir):
               for name, values in saved["replay"]["strategies"].items()}
     texts.append("wrote " + plots.search_curves(curves, os.path.join(workdir,
                                                                      "search_curves.png")))
-  document_path = config.report.get("document", "")
+  document_path = config.report.document
   table_path = _workdir_table(config, workdir)
   if document_path and table_path:
     from actbench import tables  # pylint: disable=import-outside-toplevel
@@ -249,16 +239,16 @@ def run_report(config, workdir):
       with open(replay_path, encoding="utf-8") as f:
         saved = json.load(f)
     previous = None
-    if config.report.get("previous_table", ""):
+    if config.report.previous_table:
       with open(config.report.previous_replay, encoding="utf-8") as f:
-        previous = {"label": config.report.get("previous_label", "previous"),
+        previous = {"label": config.report.previous_label,
                     "table": tables.load(config.report.previous_table), "replay": json.load(f)}
     texts.append("wrote " + document.write(
         tables.load(table_path), saved, document_path, title=config.report.title,
-        introduction=[config.report.introduction, config.report.get("recipe", "")],
-        discussion=[config.report.get("discussion", "")], previous=previous))
+        introduction=[config.report.introduction, config.report.recipe],
+        discussion=[config.report.discussion], previous=previous))
   if not texts:
-    raise ValueError(f"nothing to report in {workdir}: no search.sqlite and no replay.json")
+    raise WorkdirError(f"nothing to report in {workdir}: no search.sqlite and no replay.json")
   return "\n".join(texts)
 
 
@@ -283,7 +273,7 @@ def _search_outputs(workdir, classes, evaluations, candidates, embedding, config
     if evaluation.status == "ok":
       accuracies[class_id] = evaluation.metrics.get("validation_accuracy", math.nan)
   ok = [row for row in rows if not row["diverged"]]
-  best = [row["activation"] for row in ok[:int(config.report.get("best_functions", 8))]]
+  best = [row["activation"] for row in ok[:int(config.report.best_functions)]]
   if best:
     plots.function_shapes(best, os.path.join(workdir, "best_functions.png"),
                           references=("relu(x)",),
@@ -310,14 +300,3 @@ def _replay_figures(workdir, result, quality, best):
                       title="Replay: best validation accuracy so far")
   plots.quality_curves(quality, os.path.join(workdir, "surrogate_quality.png"))
 
-
-def _jsonable(value):
-  if isinstance(value, dict):
-    return {str(k): _jsonable(v) for k, v in value.items()}
-  if isinstance(value, (list, tuple)):
-    return [_jsonable(v) for v in value]
-  if isinstance(value, np.ndarray):
-    return value.tolist()
-  if isinstance(value, np.generic):
-    return value.item()
-  return value

@@ -8,7 +8,10 @@ import actbench
 
 PACKAGE = pathlib.Path(actbench.__file__).parent
 # Lowest first; a module may import its own stage and the stages before it.
-STAGES = ("expr", "models", "engine", "fisher", "tables", "search", "report", "launcher")
+STAGES = ("base", "expr", "models", "engine", "fisher", "tables", "search", "report",
+          "launcher")
+# Below every stage: what any of them may raise, read or ask.
+BASE = ("actbench.errors", "actbench.defaults", "actbench.processes")
 
 
 def _module_name(path: pathlib.Path) -> str:
@@ -17,6 +20,8 @@ def _module_name(path: pathlib.Path) -> str:
 
 
 def _stage(module: str) -> str:
+  if module in BASE:
+    return "base"
   parts = module.split(".")
   return parts[1] if len(parts) > 2 or parts[1] in STAGES else "launcher"
 

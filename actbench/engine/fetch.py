@@ -21,12 +21,14 @@ import urllib.request
 
 import tqdm
 
+from actbench import errors
+
 _CHUNK_BYTES = 1 << 20
 _TIMEOUT_S = 60  # per blocking socket operation, not for the whole download
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-\d+/(\d+|\*)")
 
 
-class FetchError(OSError):
+class FetchError(errors.InputError, OSError):
   """A file could not be fetched; `url`, `path` and `reason` say which, where and why."""
 
   def __init__(self, url: str, path: str, reason: str, message: str | None = None):

@@ -78,19 +78,10 @@ def from_config(config, num_classes: int, make_model: Callable | None = None):
       raise ModelError(f"make_model must be a function act -> flax Module, got {make_model!r}")
     return GivenModel(make_model)
   cfg = config.model
-  kwargs = cfg.get("kwargs", None)
-  kwargs = kwargs.to_dict() if hasattr(kwargs, "to_dict") else dict(kwargs or {})
-  dtype = cfg.get("dtype", "float32")
-  _dtype(dtype)
+  _dtype(cfg.dtype)
   models.resolve_model(cfg.name)  # a bad name fails here, before any work
-  return ConfigModel(cfg.name, int(num_classes), dtype,
-                     cfg.get("conv_implementation", "auto"),
-                     json.dumps(kwargs, sort_keys=True, default=repr))
-
-
-def build_model(config, act, num_classes: int) -> nn.Module:
-  """The model of `config.model` with activation `act`."""
-  return from_config(config, num_classes)(act)
+  return ConfigModel(cfg.name, int(num_classes), cfg.dtype, cfg.conv_implementation,
+                     json.dumps(cfg.kwargs.to_dict(), sort_keys=True, default=repr))
 
 
 def _abstract_init(make_model, input_shape: tuple[int, ...]):

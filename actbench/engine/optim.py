@@ -20,37 +20,34 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from actbench.errors import ConfigError
+
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "linear", "step")
-
-
-def _get(cfg, name, default):
-  return cfg.get(name, default) if hasattr(cfg, "get") else getattr(cfg, name, default)
 
 
 def learning_rate_schedule(cfg, steps_per_epoch: int) -> optax.Schedule:
   """The learning rate as a function of the step, warm-up included."""
   peak = float(cfg.learning_rate)
   total = int(cfg.num_epochs * steps_per_epoch)
-  warmup = int(_get(cfg, "warmup_epochs", 0) * steps_per_epoch)
-  kind = _get(cfg, "schedule", "constant")
+  warmup = int(cfg.warmup_epochs * steps_per_epoch)
+  kind = cfg.schedule
   if kind == "constant":
     main = optax.constant_schedule(peak)
   elif kind == "cosine":
     main = optax.cosine_decay_schedule(
-        peak, max(total - warmup, 1), alpha=float(_get(cfg, "end_learning_rate", 0.0)) / peak)
+        peak, max(total - warmup, 1), alpha=float(cfg.end_learning_rate) / peak)
   elif kind == "linear":
-    main = optax.linear_schedule(peak, float(_get(cfg, "end_learning_rate", 0.0)),
-                                 max(total - warmup, 1))
+    main = optax.linear_schedule(peak, float(cfg.end_learning_rate), max(total - warmup, 1))
   elif kind == "step":
-    boundaries = {int(epoch * steps_per_epoch) - warmup: float(_get(cfg, "decay_factor", 0.1))
-                  for epoch in _get(cfg, "decay_epochs", ())}
+    boundaries = {int(epoch * steps_per_epoch) - warmup: float(cfg.decay_factor)
+                  for epoch in cfg.decay_epochs}
     main = optax.piecewise_constant_schedule(peak, boundaries)
   else:
-    raise ValueError(f"config.train.schedule must be one of {SCHEDULES}, got {kind!r}")
+    raise ConfigError(f"config.train.schedule must be one of {SCHEDULES}, got {kind!r}")
   if warmup <= 0:
     return main
-  start = float(_get(cfg, "warmup_learning_rate", 0.0))
+  start = float(cfg.warmup_learning_rate)
   return optax.join_schedules([optax.linear_schedule(start, peak, warmup), main], [warmup])
 
 
@@ -82,17 +79,18 @@ def clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:
 
 def make_optimizer(cfg, steps_per_epoch: int) -> optax.GradientTransformation:
   """The optimizer of `config.train` (see the module docstring for the fields)."""
-  name = _get(cfg, "optimizer", "sgd")
+  name = cfg.optimizer
   if name not in OPTIMIZERS:
-    raise ValueError(f"config.train.optimizer must be one of {OPTIMIZERS}, got {name!r}")
+    raise ConfigError(f"config.train.optimizer must be one of {OPTIMIZERS}, got {name!r}")
   schedule = learning_rate_schedule(cfg, steps_per_epoch)
-  decay = float(_get(cfg, "weight_decay", 0.0))
-  decay_on = _get(cfg, "weight_decay_on", "all")
+  decay = float(cfg.weight_decay)
+  decay_on = cfg.weight_decay_on
   if decay_on not in ("all", "kernels"):
-    raise ValueError(f"config.train.weight_decay_on must be 'all' or 'kernels', got {decay_on!r}")
+    raise ConfigError(f"config.train.weight_decay_on must be 'all' or 'kernels', got "
+                      f"{decay_on!r}")
   mask = None if decay_on == "all" else _kernels_only
   chain = []
-  clip = float(_get(cfg, "grad_clip_norm", 0.0))
+  clip = float(cfg.grad_clip_norm)
   if clip > 0:
     chain.append(clip_by_global_norm(clip))
   if name == "adamw":
@@ -101,8 +99,8 @@ def make_optimizer(cfg, steps_per_epoch: int) -> optax.GradientTransformation:
     if decay > 0:
       chain.append(optax.add_decayed_weights(decay, mask=mask))
     if name == "sgd":
-      chain.append(optax.sgd(schedule, momentum=float(_get(cfg, "momentum", 0.0)) or None,
-                             nesterov=bool(_get(cfg, "nesterov", False))))
+      chain.append(optax.sgd(schedule, momentum=float(cfg.momentum) or None,
+                             nesterov=bool(cfg.nesterov)))
     else:
       chain.append(optax.adam(schedule))
   return optax.chain(*chain)

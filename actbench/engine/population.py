@@ -56,6 +56,14 @@ def resolve_strategy(strategy: str) -> str:
   return strategy
 
 
+def program_options(config) -> dict:
+  """How config.population runs the members of every population program (training, K-FAC and
+  Lanczos Fisher features): the keyword arguments `strategy`, `group_size`, `normalize`."""
+  cfg = config.population
+  return {"strategy": cfg.strategy, "group_size": int(cfg.group_size),
+          "normalize": bool(cfg.normalize)}
+
+
 def group_shape(members: int, group_size: int) -> tuple[int, int]:
   """(groups, members per group) the 'grouped' strategy cuts `members` into: the fewest
   groups of at most `group_size` (0: one group), as even as they go; the last is padded."""
@@ -547,13 +555,15 @@ operators._ON_CHANGE.append(_dual_branch.cache_clear)  # pylint: disable=protect
 
 def sharded_member_program(member, strategy: str, num_shared: int, *, encoding=None,
                            group_size: int = DEFAULT_GROUP_SIZE):
-  """`program(codes, *shared)`: `member(codes_row, *shared)` for every row of `codes` by a
-  resolved strategy (`over_members`; 'grouped' also passes `present=`), in one jitted program
-  whose member axis is sharded over every device and whose shared arguments are replicated.
-  Used by the Fisher features (K-FAC and Lanczos, and the factor eigenvalues, whose "codes"
-  are a pytree of per-member arrays under 'vmap'); `codes` must divide over the devices."""
-  def members(codes, *shared):
-    return over_members(member, (codes,), shared, strategy, encoding=encoding,
+  """`program(per_member, *shared)`: `member(one_member, *shared)` for every member on the
+  leading axis of `per_member` (an array or a pytree of arrays: the members' codes, or every
+  argument of a member) by a resolved strategy (`over_members`; 'grouped' also passes
+  `present=`, and then `per_member` must be the codes), in one jitted program whose member
+  axis is sharded over every device and whose shared arguments are replicated. Used by the
+  Fisher features (K-FAC and Lanczos, and the factor eigenvalues); the members must divide
+  over the devices."""
+  def members(per_member, *shared):
+    return over_members(member, (per_member,), shared, strategy, encoding=encoding,
                         group_size=group_size)
 
   mesh = jax.make_mesh((jax.device_count(),), (MEMBER_AXIS,))
@@ -563,8 +573,9 @@ def sharded_member_program(member, strategy: str, num_shared: int, *, encoding=N
   member_sharding = jax.NamedSharding(mesh, jax.P(MEMBER_AXIS))
   replicated = jax.NamedSharding(mesh, jax.P())
 
-  def program(codes, *shared):
-    return sharded(jax.device_put(codes, member_sharding), *jax.device_put(shared, replicated))
+  def program(per_member, *shared):
+    return sharded(jax.device_put(per_member, member_sharding),
+                   *jax.device_put(shared, replicated))
 
   return program
 

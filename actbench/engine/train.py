@@ -30,8 +30,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from actbench.engine import data as data_lib
-from actbench.engine import model_factory, population
+from actbench import defaults
+from actbench.engine import caching, model_factory, population
 from actbench.engine import trainer as trainer_lib
+from actbench.errors import ConfigError
 from actbench.expr.expression import parse
 
 resolve_strategy = population.resolve_strategy
@@ -136,7 +138,7 @@ def checkpoint_directory(workdir: str, config, names: Sequence[str], seeds: Sequ
 
 
 def _checkpoint_manager(workdir: str | None, config, names, seeds, source: str):
-  if not workdir or not int(config.get("checkpoint_every_epochs", 1)):
+  if not workdir or not int(config.checkpoint_every_epochs):
     return None
   directory = checkpoint_directory(workdir, config, names, seeds, source)
   options = ocp.CheckpointManagerOptions(max_to_keep=1, enable_async_checkpointing=False)
@@ -178,7 +180,7 @@ def _train_group(config, dataset, make_model, encoding, names: list[str], seeds:
     finite = epoch_metrics["accuracy"][:size][np.isfinite(epoch_metrics["accuracy"][:size])]
     logging.info("epoch %d/%d: median train accuracy %s (%d of %d members finite)", epoch + 1,
                  num_epochs, f"{np.median(finite):.4f}" if finite.size else "-", finite.size, size)
-    every = int(config.get("checkpoint_every_epochs", 1)) if manager else 0
+    every = int(config.checkpoint_every_epochs) if manager else 0
     if manager is not None and ((epoch + 1) % every == 0 or epoch + 1 == num_epochs):
       manager.save(epoch + 1, args=ocp.args.StandardSave(
           {"state": state, "history": _history_arrays(history),
@@ -251,10 +253,9 @@ def population_groups(config, names: Sequence[str]) -> list[tuple[Any, list[int]
   still train as one population, each code selecting a whole function
   (population.FunctionTable).
   """
-  schema = config.population.get("schema", "")
+  schema = config.population.schema
   everyone = list(range(len(names)))
-  if schema or resolve_strategy(config.population.get("strategy", "auto")) in ("map",
-                                                                                "grouped"):
+  if schema or resolve_strategy(config.population.strategy) in ("map", "grouped"):
     return [(population.form(names, schema), everyone)]
   # vmap evaluates every function of a FunctionTable for every member: one population per
   # schema instead.
@@ -295,10 +296,11 @@ def train_population(config, activations: Sequence[str], seeds: Sequence[int] = 
   seeds = [int(s) for s in seeds]
   if not names or not seeds:
     raise ValueError("train_population needs at least one activation and one seed")
-  divergence = str(config.train.get("divergence", "fail"))
+  config = defaults.complete(config)
+  divergence = str(config.train.divergence)
   if divergence not in DIVERGENCE_RULES:
-    raise ValueError(f"config.train.divergence must be one of {DIVERGENCE_RULES}, got "
-                     f"{divergence!r}")
+    raise ConfigError(f"config.train.divergence must be one of {DIVERGENCE_RULES}, got "
+                      f"{divergence!r}")
   dataset, make_model = task(config, dataset, make_model)
   fold_datasets = folds_of(config, dataset)
   members = [(name, seed, fold) for name in names for seed in seeds
@@ -330,25 +332,20 @@ def train_population(config, activations: Sequence[str], seeds: Sequence[int] = 
                           divergence=divergence, num_classes=dataset.info.num_classes)
 
 
-_FOLDS: dict[tuple, tuple[data_lib.Dataset, list[data_lib.Dataset]]] = {}
-_MAX_FOLDED = 8  # datasets whose folds are kept (each holds index arrays only)
+_FOLDS = caching.BoundedCache(8)  # datasets whose folds are kept (each holds index arrays only)
 
 
 def folds_of(config, dataset: data_lib.Dataset) -> list[data_lib.Dataset]:
   """The datasets a population trains on: [dataset] itself, or its config.dataset.folds
   cross-validation folds (`data.cross_validation_folds`, by config.seed). Cached, so that every
   population of a search reuses the compiled programs of each fold."""
-  num_folds = int(config.dataset.get("folds", 0))
+  num_folds = int(config.dataset.folds)
   if num_folds <= 1:
     return [dataset]
-  key = (id(dataset), num_folds, int(config.seed))
-  cached = _FOLDS.get(key)
-  if cached is None or cached[0] is not dataset:
-    if len(_FOLDS) >= _MAX_FOLDED:
-      _FOLDS.pop(next(iter(_FOLDS)))
-    cached = _FOLDS[key] = (dataset, data_lib.cross_validation_folds(dataset, num_folds,
-                                                                      seed=int(config.seed)))
-  return cached[1]
+  # The dataset is kept with its folds, so no other dataset can take its id while they are.
+  return _FOLDS.get((id(dataset), num_folds, int(config.seed)),
+                    lambda: (dataset, data_lib.cross_validation_folds(
+                        dataset, num_folds, seed=int(config.seed))))[1]
 
 
 def checkpoint_directories(config, activations: Sequence[str], seeds: Sequence[int],
@@ -369,11 +366,11 @@ def checkpoint_directories(config, activations: Sequence[str], seeds: Sequence[i
 def load_dataset(config, *, progress: bool = True) -> data_lib.Dataset:
   """`data.load` with the fields of config.dataset."""
   cfg = config.dataset
-  kwargs = {k: cfg.get(k) for k in ("data_dir", "validation_size", "image_size", "image_key",
-                                    "label_key") if cfg.get(k, None)}  # empty / 0: default
+  kwargs = {k: cfg[k] for k in ("data_dir", "validation_size", "image_size", "image_key",
+                                "label_key") if cfg[k]}  # empty / 0: default
   if "validation_size" in kwargs and kwargs["validation_size"] >= 1:
     kwargs["validation_size"] = int(kwargs["validation_size"])  # a count, not a fraction
-  return data_lib.load(cfg.name, seed=int(config.seed), download=bool(cfg.get("download", True)),
+  return data_lib.load(cfg.name, seed=int(config.seed), download=bool(cfg.download),
                        progress=progress, **kwargs)
 
 

@@ -33,8 +33,9 @@ import numpy as np
 import optax
 
 from actbench.engine import data as data_lib
-from actbench.engine import objectives, optim, population
+from actbench.engine import caching, objectives, optim, population
 from actbench.engine import model_factory
+from actbench.errors import ConfigError
 
 resolve_strategy = population.resolve_strategy
 _AXIS = "population"
@@ -66,9 +67,9 @@ class PopulationTrainer:
     self.dataset = dataset
     self.encoding = encoding
     self.make_model = model_factory.from_config(config, dataset.info.num_classes, make_model)
-    self.strategy = resolve_strategy(config.population.get("strategy", "auto"))
-    self.group_size = int(config.population.get("group_size", population.DEFAULT_GROUP_SIZE))
-    self.normalize = bool(config.population.get("normalize", False))
+    options = population.program_options(config)
+    self.strategy = resolve_strategy(options["strategy"])
+    self.group_size, self.normalize = options["group_size"], options["normalize"]
     train_cfg = config.train
     objectives.check(train_cfg)
     self.training_loss = objectives.training_loss(train_cfg)
@@ -76,8 +77,8 @@ class PopulationTrainer:
     self.batch_size = int(train_cfg.batch_size)
     self.steps_per_epoch = dataset.train.num_batches(self.batch_size)
     if self.steps_per_epoch == 0:
-      raise ValueError(f"config.train.batch_size {self.batch_size} is larger than the training "
-                       f"split ({dataset.train.num_examples} examples)")
+      raise ConfigError(f"config.train.batch_size {self.batch_size} is larger than the training "
+                        f"split ({dataset.train.num_examples} examples)")
     self.optimizer = optim.make_optimizer(train_cfg, self.steps_per_epoch)
     self.mesh = jax.make_mesh((jax.device_count(),), (_AXIS,))
     self.member_sharding = jax.NamedSharding(self.mesh, jax.P(_AXIS))
@@ -207,7 +208,7 @@ class PopulationTrainer:
     """One epoch; returns (state, totals per member as host numpy)."""
     rows = self.dataset.train.batch_indices(self.batch_size, seed=int(self.config.seed),
                                             epoch=epoch)
-    per_call = int(self.config.train.get("steps_per_call", 0)) or len(rows)
+    per_call = int(self.config.train.steps_per_call) or len(rows)
     totals = None
     for start in range(0, len(rows), per_call):
       chunk = rows[start:start + per_call]
@@ -223,9 +224,9 @@ class PopulationTrainer:
 
   def evaluate(self, state, codes, split: data_lib.Split) -> dict[str, np.ndarray]:
     """Loss and accuracy of every member on a split: host numpy arrays."""
-    batch_size = int(self.config.train.get("eval_batch_size", 0)) or self.batch_size
+    batch_size = int(self.config.train.eval_batch_size) or self.batch_size
     batches = list(split.eval_batches(batch_size))
-    per_call = int(self.config.train.get("eval_batches_per_call", 0)) or len(batches)
+    per_call = int(self.config.train.eval_batches_per_call) or len(batches)
     # Fully masked batches pad every call to the same length: one compiled program serves
     # every split and every call.
     batches += [{"image": np.zeros_like(batches[0]["image"]),
@@ -264,8 +265,7 @@ def _cached_initializer(make_model, train_json: str, input_shape: tuple[int, ...
   return initialize
 
 
-_TRAINERS: dict[tuple, PopulationTrainer] = {}
-_MAX_TRAINERS = 8
+_TRAINERS = caching.BoundedCache(8)
 
 
 def cached_trainer(config, dataset: data_lib.Dataset, encoding: population.Encoding,
@@ -273,14 +273,10 @@ def cached_trainer(config, dataset: data_lib.Dataset, encoding: population.Encod
   """A cached trainer: populations of the same space, config, dataset and model (a search
   trains many) reuse its compiled programs."""
   make_model = model_factory.from_config(config, dataset.info.num_classes, make_model)
+  # The trainer holds the dataset, so no other dataset can take its id while it is kept.
   key = (config.to_json_best_effort(sort_keys=True), id(dataset), encoding, make_model,
          jax.device_count())
-  trainer = _TRAINERS.get(key)
-  if trainer is None or trainer.dataset is not dataset:
-    if len(_TRAINERS) >= _MAX_TRAINERS:
-      _TRAINERS.pop(next(iter(_TRAINERS)))
-    trainer = _TRAINERS[key] = PopulationTrainer(config, dataset, encoding, make_model)
-  return trainer
+  return _TRAINERS.get(key, lambda: PopulationTrainer(config, dataset, encoding, make_model))
 
 
 def _global_array(array: np.ndarray, sharding: jax.sharding.Sharding) -> jax.Array:

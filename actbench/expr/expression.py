@@ -18,6 +18,7 @@ import functools
 import re
 from typing import Iterator
 
+from actbench import errors
 from actbench.expr import operators
 
 # Deeper trees are refused; no activation worth training nests this deep, and it keeps every
@@ -26,7 +27,7 @@ MAX_DEPTH = 64
 
 
 
-class ExpressionError(ValueError):
+class ExpressionError(errors.InputError, ValueError):
   """A malformed expression, schema or operator use. The message quotes the input and points
   at the position of the problem."""
 

@@ -31,11 +31,11 @@ from collections.abc import Callable, Hashable
 import jax
 import jax.numpy as jnp
 
-from actbench.engine import population
+from actbench.engine import caching, population
 
 MODES = ("host", "device", "device_float32")
 
-_PROGRAMS: dict = {}
+_PROGRAMS = caching.BoundedCache(8)
 
 
 def check_mode(mode: str) -> None:
@@ -57,9 +57,11 @@ def eigenvalue_program(member_matrices: Callable, mode: str, key: Hashable) -> C
   if mode == "host":
     raise ValueError("eigenvalue_program is for the device modes; 'host' uses "
                      "spectrum.eigenvalues_many")
-  cache_key = (key, mode, jax.device_count())
-  if cache_key in _PROGRAMS:
-    return _PROGRAMS[cache_key]
+  return _PROGRAMS.get((key, mode, jax.device_count()),
+                       lambda: _build_program(member_matrices, mode))
+
+
+def _build_program(member_matrices: Callable, mode: str) -> Callable:
   dtype = jnp.float64 if mode == "device" else jnp.float32
 
   def one_member(*args):
@@ -78,7 +80,7 @@ def eigenvalue_program(member_matrices: Callable, mode: str, key: Hashable) -> C
       finite.append(ok)
     return eigs, jnp.stack(finite)
 
-  # Every argument is per member: they travel together as the program's "codes".
+  # Every argument is per member: they travel together as one pytree of member arguments.
   sharded = population.sharded_member_program(lambda args: one_member(*args), "vmap",
                                               num_shared=0)
 
@@ -87,7 +89,4 @@ def eigenvalue_program(member_matrices: Callable, mode: str, key: Hashable) -> C
     with jax.enable_x64(True) if mode == "device" else contextlib.nullcontext():
       return sharded(args)
 
-  if len(_PROGRAMS) >= 8:
-    _PROGRAMS.pop(next(iter(_PROGRAMS)))
-  _PROGRAMS[cache_key] = program
   return program

@@ -21,7 +21,9 @@ from typing import Sequence
 import jax
 import numpy as np
 
+from actbench import defaults
 from actbench.engine import objectives, population, train
+from actbench.errors import ConfigError
 from actbench.fisher import kfac, lanczos
 from actbench.fisher.kfac import FisherFeatures
 
@@ -35,8 +37,8 @@ def fisher_batch(config, dataset) -> tuple[np.ndarray, np.ndarray]:
   batch_size = int(config.fisher.batch_size)
   rows = dataset.train.batch_indices(batch_size, seed=int(config.seed), epoch=0)
   if not len(rows):
-    raise ValueError(f"config.fisher.batch_size {batch_size} is larger than the training split "
-                     f"({dataset.train.num_examples} examples)")
+    raise ConfigError(f"config.fisher.batch_size {batch_size} is larger than the training "
+                      f"split ({dataset.train.num_examples} examples)")
   batch = dataset.train.gather(rows[0])
   images = np.asarray(objectives.evaluation_inputs(config.train, dataset, batch["image"]),
                       np.float32)
@@ -50,46 +52,36 @@ def features(config, names: Sequence[str], *, dataset=None, make_model=None) -> 
   if isinstance(names, str):
     raise TypeError("names must be a list of activation names, got a single string")
   names = list(names)
+  config = defaults.complete(config)
   cfg = config.fisher
-  method = cfg.get("method", "kfac")
-  if method not in METHODS:
-    raise ValueError(f"config.fisher.method must be one of {METHODS}, got {method!r}")
+  if cfg.method not in METHODS:
+    raise ConfigError(f"config.fisher.method must be one of {METHODS}, got {cfg.method!r}")
   dataset, make_model = train.task(config, dataset, make_model)
   images, labels = fisher_batch(config, dataset)
-  seed = int(cfg.get("seed", 0))
-  if method == "kfac":
-    encoding = population.form(names, config.population.get("schema", ""))
-    codes = encoding.encode(names)
-    fisher_type = cfg.get("type", "empirical")
+  seed = int(cfg.seed)
+  encoding = population.form(names, config.population.schema)
+  if cfg.method == "kfac":
     return kfac.population_features(
-        make_model, encoding, codes, images, labels, seed=seed, fisher_type=fisher_type,
-        key=jax.random.PRNGKey(seed) if fisher_type == "sampled" else None,
-        batch_chunk=int(cfg.get("batch_chunk", 32)) or None,
-        strategy=config.population.get("strategy", "auto"),
-        group_size=int(config.population.get("group_size", population.DEFAULT_GROUP_SIZE)),
-        published_shift=bool(cfg.get("published_shift", False)),
-        eigenvalue_floor=float(cfg.get("eigenvalue_floor", 0.0)),
-        floor_mode=cfg.get("floor_mode", "drop"),
-        eigenvalues=cfg.get("eigenvalues", "host"),
-        normalize=bool(config.population.get("normalize", False)))
-  return _lanczos_features(config, names, make_model, images, labels, seed)
+        make_model, encoding, encoding.encode(names), images, labels, seed=seed,
+        fisher_type=cfg.type, key=jax.random.PRNGKey(seed) if cfg.type == "sampled" else None,
+        batch_chunk=int(cfg.batch_chunk) or None, published_shift=bool(cfg.published_shift),
+        eigenvalue_floor=float(cfg.eigenvalue_floor), floor_mode=cfg.floor_mode,
+        eigenvalues=cfg.eigenvalues, **population.program_options(config))
+  return _lanczos_features(config, names, encoding, make_model, images, labels, seed)
 
 
-def _lanczos_features(config, names, make_model, images, labels, seed) -> FisherFeatures:
+def _lanczos_features(config, names, encoding, make_model, images, labels,
+                      seed) -> FisherFeatures:
   cfg = config.fisher
-  num_bins = int(cfg.get("lanczos_bins", 100))
+  num_bins = int(cfg.lanczos_bins)
   start = time.perf_counter()
   variables = kfac.init_variables(make_model, images.shape[1:], seed)
   params = variables["params"]
   others = {k: v for k, v in variables.items() if k != "params"}
-  encoding = population.form(names, config.population.get("schema", ""))
   densities = lanczos.population_spectral_density(
       _model_apply(make_model, others), encoding, encoding.encode(names), params, images,
-      labels, num_probes=int(cfg.get("lanczos_probes", 16)), seed=seed,
-      chunk_size=int(cfg.get("batch_chunk", 32)) or None,
-      strategy=config.population.get("strategy", "auto"),
-      group_size=int(config.population.get("group_size", population.DEFAULT_GROUP_SIZE)),
-      normalize=bool(config.population.get("normalize", False)))
+      labels, num_probes=int(cfg.lanczos_probes), seed=seed,
+      chunk_size=int(cfg.batch_chunk) or None, **population.program_options(config))
   rows, failed = [], {}
   for index, density in enumerate(densities):
     row = lanczos.cdf_feature(density.nodes, density.weights, num_bins)

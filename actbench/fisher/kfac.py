@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from actbench import models
-from actbench.engine import population
+from actbench.engine import caching, population
 from actbench.fisher import capture, device_eigenvalues, spectrum
 from actbench.fisher.capture import Layer, Uncovered
 
@@ -188,18 +188,15 @@ def find_layers(model: nn.Module, variables, images, *,
   return capture.layers_of(calls), uncovered
 
 
-_SINGLE_PROGRAMS: dict = {}
+_SINGLE_PROGRAMS = caching.BoundedCache(16)
 
 
 def _single_program(model, calls, fisher_type, apply_items):
-  key = (model, tuple(calls), fisher_type, apply_items)
-  if key not in _SINGLE_PROGRAMS:
-    if len(_SINGLE_PROGRAMS) >= 16:
-      _SINGLE_PROGRAMS.pop(next(iter(_SINGLE_PROGRAMS)))
-    _SINGLE_PROGRAMS[key] = jax.jit(functools.partial(
-        capture.chunked_sums, model, calls=calls, fisher_type=fisher_type,
-        apply_kwargs=dict(apply_items)))
-  return _SINGLE_PROGRAMS[key]
+  return _SINGLE_PROGRAMS.get(
+      (model, tuple(calls), fisher_type, apply_items),
+      lambda: jax.jit(functools.partial(capture.chunked_sums, model, calls=calls,
+                                        fisher_type=fisher_type,
+                                        apply_kwargs=dict(apply_items))))
 
 
 def kfac_factors(model: nn.Module, variables, images, labels, *, fisher_type: str = "empirical",
@@ -300,27 +297,25 @@ def init_variables(make_model: Callable, image_shape: Sequence[int], seed: int =
   return _initializer(make_model, tuple(image_shape), items)(np.int32(seed))
 
 
-_POPULATION_PROGRAMS: dict = {}
+_POPULATION_PROGRAMS = caching.BoundedCache(8)
 
 
 def _population_program(make_model, encoding, calls, fisher_type, strategy, normalize,
                         apply_items, group_size):
   key = (make_model, encoding, calls, fisher_type, strategy, normalize, apply_items,
          group_size, jax.device_count())
-  if key in _POPULATION_PROGRAMS:
-    return _POPULATION_PROGRAMS[key]
+  return _POPULATION_PROGRAMS.get(key, lambda: _build_population_program(*key[:-1]))
 
+
+def _build_population_program(make_model, encoding, calls, fisher_type, strategy, normalize,
+                              apply_items, group_size):
   def member(codes, variables, images, labels, noise, present=None):
     model = make_model(encoding.activation(codes, normalize, present))
     return capture.chunked_sums(model, variables, calls, images, labels, noise, fisher_type,
                                 dict(apply_items))
 
-  program = population.sharded_member_program(member, strategy, num_shared=4,
-                                              encoding=encoding, group_size=group_size)
-  if len(_POPULATION_PROGRAMS) >= 8:
-    _POPULATION_PROGRAMS.pop(next(iter(_POPULATION_PROGRAMS)))
-  _POPULATION_PROGRAMS[key] = program
-  return program
+  return population.sharded_member_program(member, strategy, num_shared=4, encoding=encoding,
+                                           group_size=group_size)
 
 
 def _member_factors(calls, num_chunks, layers, rows, batch, a_parts, g_sums, finite,
@@ -394,10 +389,75 @@ def population_features(make_model: Callable[[Callable], nn.Module], encoding: A
   """
   device_eigenvalues.check_mode(eigenvalues)
   clock = _Stopwatch()
-  strategy = population.resolve_strategy(strategy)
-  apply_kwargs = _apply_kwargs(apply_kwargs, make_model(lambda x: x))
-  apply_items = tuple(sorted(apply_kwargs.items()))
   codes = np.asarray(codes, np.int32).reshape(-1, encoding.num_slots)
+  setup = _setup_population(
+      make_model, encoding, images, labels, seed=seed, fisher_type=fisher_type, key=key,
+      batch_chunk=batch_chunk, strategy=population.resolve_strategy(strategy),
+      group_size=int(group_size), normalize=normalize, published_shift=published_shift,
+      eigenvalues=eigenvalues, apply_kwargs=apply_kwargs)
+  n = codes.shape[0]
+  devices = jax.device_count()
+  group = min(max(members_per_call, 1), max(n, 1))
+  group = -(-group // devices) * devices
+  width = spectrum.feature_length([layer.num_weights for layer in setup.layers])
+  features = np.full((n, width), np.nan, np.float32)
+  dropped = np.full((n, len(setup.layers)), -1, np.int64)
+  failed: dict[int, str] = {}
+  clock.lap("setup")
+  for start, results in _computed_groups(setup, codes, group, clock):
+    for m, (eigs, reason) in enumerate(setup.eigenvalues(min(group, n - start), results)):
+      if eigs is None:
+        failed[start + m] = reason
+        continue
+      vector, reason, counts = _member_features(setup.layers, eigs, eigenvalue_floor,
+                                                floor_mode)
+      dropped[start + m] = counts
+      if vector is None:
+        failed[start + m] = reason
+      else:
+        features[start + m] = vector
+    clock.lap("host")
+    del results  # the group's sums leave the host before the next group's arrive
+  return FisherFeatures(list(encoding.decode(codes)) if n else [], features, failed, dropped,
+                        setup.layers, setup.uncovered, clock.wall, clock.cpu)
+
+
+@dataclasses.dataclass(frozen=True)
+class _PopulationSetup:
+  """What every group of a population's members shares: the covered layers, the compiled
+  programs and their shared arguments."""
+
+  calls: tuple[capture.Call, ...]
+  layers: list[Layer]
+  uncovered: list[Uncovered]
+  rows: dict[str, int]  # per layer: the rows its factors average over
+  batch: int
+  num_chunks: int
+  published_shift: bool
+  program: Callable  # codes, *shared -> (a_parts, g_sums, finite)
+  shared: tuple  # variables, images, labels, noise (chunked)
+  decompose: Callable | None  # the device eigenvalue program; None: on the host
+
+  def dispatch(self, codes):
+    """Starts the group's computation (on a program's first use, its compilation) and returns
+    before it ends."""
+    a_parts, g_sums, finite = self.program(codes, *self.shared)
+    if self.decompose is None:
+      return a_parts, g_sums, finite
+    return self.decompose(a_parts, g_sums), finite
+
+  def eigenvalues(self, count, results) -> list[tuple[list | None, str | None]]:
+    """Per member of a group: (eigenvalues [A_0, G_0, A_1, G_1, ...] or None, why not)."""
+    if self.decompose is None:
+      return _host_eigenvalues(self.calls, self.num_chunks, self.layers, self.rows,
+                               self.batch, self.published_shift, count, *results)
+    return _eigenvalues_from_device(self.layers, count, *results)
+
+
+def _setup_population(make_model, encoding, images, labels, *, seed, fisher_type, key,
+                      batch_chunk, strategy, group_size, normalize, published_shift,
+                      eigenvalues, apply_kwargs) -> _PopulationSetup:
+  apply_kwargs = _apply_kwargs(apply_kwargs, make_model(lambda x: x))
   images, labels = np.asarray(images, np.float32), np.asarray(labels, np.int32)
   batch = images.shape[0]
   chunk = _chunk_size(batch, batch_chunk)
@@ -409,67 +469,44 @@ def population_features(make_model: Callable[[Callable], nn.Module], encoding: A
   rows = _total_rows(calls, batch // chunk)
   noise = _noise(fisher_type, key, batch, logits.shape[-1])
   program = _population_program(make_model, encoding, calls, fisher_type, strategy, normalize,
-                                apply_items, int(group_size))
-  shared = (variables, _chunked(images, chunk), _chunked(labels, chunk), _chunked(noise, chunk))
+                                tuple(sorted(apply_kwargs.items())), group_size)
   decompose = None
   if eigenvalues != "host":
     decompose = _factor_eigenvalue_program(calls, layers, rows, batch, batch // chunk,
                                            published_shift, eigenvalues)
+  return _PopulationSetup(
+      calls, layers, uncovered, rows, batch, batch // chunk, published_shift, program,
+      (variables, _chunked(images, chunk), _chunked(labels, chunk), _chunked(noise, chunk)),
+      decompose)
 
-  n = codes.shape[0]
-  devices = jax.device_count()
-  group = min(max(members_per_call, 1), max(n, 1))
-  group = -(-group // devices) * devices
-  width = spectrum.feature_length([layer.num_weights for layer in layers])
-  features = np.full((n, width), np.nan, np.float32)
-  dropped = np.full((n, len(layers)), -1, np.int64)
-  failed: dict[int, str] = {}
-  clock.lap("setup")
 
+def _computed_groups(setup: _PopulationSetup, codes: np.ndarray, group: int, clock):
+  """(first member, the group's results on the host) for each group of `group` members, in
+  order; the last group is padded, so that every call reuses one program."""
   def launch(start):
     part = codes[start:start + group]
-    padded = np.concatenate([part, np.repeat(part[-1:], group - len(part), axis=0)])
     clock.lap(None)
-    # Dispatch traces and compiles on a program's first use, then returns before the
-    # computation ends.
-    a_parts, g_sums, finite = program(padded, *shared)
-    out = (a_parts, g_sums, finite) if decompose is None else (decompose(a_parts, g_sums), finite)
+    pending = setup.dispatch(np.concatenate(
+        [part, np.repeat(part[-1:], group - len(part), axis=0)]))
     clock.lap("compile")
-    return out
+    return pending
 
   # On accelerators the next group computes while the host decomposes this one; on CPU the
   # two would compete for the same cores (measured: 1.5x slower in all), so they alternate.
   overlap = jax.default_backend() != "cpu"
-  starts = list(range(0, n, group))
+  starts = list(range(0, codes.shape[0], group))
   pending = launch(0) if starts else None
   for index, start in enumerate(starts):
     clock.lap(None)
     results = jax.device_get(pending)
     clock.lap("device")
-    if overlap and index + 1 < len(starts):
+    last = index + 1 == len(starts)
+    if overlap and not last:
       pending = launch(starts[index + 1])  # computes while the host decomposes this group
-    count = min(group, n - start)
-    if decompose is None:
-      per_member_eigs = _host_eigenvalues(calls, batch // chunk, layers, rows, batch,
-                                          published_shift, count, *results)
-    else:
-      per_member_eigs = _eigenvalues_from_device(layers, count, *results)
-    for m, (eigs, reason) in enumerate(per_member_eigs):
-      if eigs is None:
-        failed[start + m] = reason
-        continue
-      vector, reason, counts = _member_features(layers, eigs, eigenvalue_floor, floor_mode)
-      dropped[start + m] = counts
-      if vector is None:
-        failed[start + m] = reason
-      else:
-        features[start + m] = vector
-    clock.lap("host")
-    del results, per_member_eigs
-    if not overlap and index + 1 < len(starts):
+    yield start, results
+    del results
+    if not overlap and not last:
       pending = launch(starts[index + 1])
-  return FisherFeatures(list(encoding.decode(codes)) if n else [], features, failed, dropped,
-                        layers, uncovered, clock.wall, clock.cpu)
 
 
 def _host_eigenvalues(calls, num_chunks, layers, rows, batch, published_shift, count, a_parts,

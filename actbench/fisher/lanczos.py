@@ -54,7 +54,7 @@ import numpy as np
 import scipy.linalg
 from jax.flatten_util import ravel_pytree
 
-from actbench.engine import population
+from actbench.engine import caching, population
 
 # The CDF feature's range of natural-log eigenvalues (as the K-FAC features, METHOD.md section 3).
 LOG_RANGE = (-100.0, 100.0)
@@ -338,16 +338,18 @@ def spectral_density(model_apply: Callable[[Any, jax.Array], jax.Array], params,
 
 # ---------------------------------------------------------------- populations
 
-_POPULATION_PROGRAMS: dict = {}
+_POPULATION_PROGRAMS = caching.BoundedCache(8)
 
 
 def _population_program(make_apply, encoding, normalize, strategy, num_steps, num_probes,
                         chunk_size, group_size):
   key = (make_apply, encoding, normalize, strategy, num_steps, num_probes, chunk_size,
          group_size, jax.device_count())
-  if key in _POPULATION_PROGRAMS:
-    return _POPULATION_PROGRAMS[key]
+  return _POPULATION_PROGRAMS.get(key, lambda: _build_population_program(*key[:-1]))
 
+
+def _build_population_program(make_apply, encoding, normalize, strategy, num_steps, num_probes,
+                              chunk_size, group_size):
   def member(codes, params, images, labels, seed, present=None):
     model_apply = make_apply(encoding.activation(codes, normalize, present))
     return _slq_arrays(model_apply, params, images, labels, seed, num_steps=num_steps,
@@ -360,9 +362,6 @@ def _population_program(make_apply, encoding, normalize, strategy, num_steps, nu
     with jax.default_matmul_precision("highest"):
       return sharded(codes, *shared)
 
-  if len(_POPULATION_PROGRAMS) >= 8:
-    _POPULATION_PROGRAMS.pop(next(iter(_POPULATION_PROGRAMS)))
-  _POPULATION_PROGRAMS[key] = program
   return program
 
 

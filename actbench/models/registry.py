@@ -12,11 +12,13 @@ import difflib
 import functools
 import importlib
 import inspect
+import traceback
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import flax.linen as nn
 
+from actbench import errors
 from actbench.models.cnn import AllCNNC, SmallCNN
 from actbench.models.coatnet import CoAtNet, CoAtNet0
 from actbench.models.mobilevit import MobileViTv2
@@ -24,7 +26,7 @@ from actbench.models.resnet_cifar import ResNet56, ResNet20, ResNetCIFAR
 from actbench.models.resnet_imagenet import ResNetImageNet
 
 
-class ModelError(ValueError):
+class ModelError(errors.InputError, ValueError):
   """A model name, import path or field that cannot give a model."""
 
 
@@ -79,6 +81,9 @@ def resolve_model(name: str) -> Callable[..., nn.Module]:
     raise ModelError(f"model {name!r}: cannot import module {module_name!r} ({e}); is it on "
                      "the Python path (the working directory, PYTHONPATH, an installed "
                      "package)?") from e
+  except Exception as e:  # pylint: disable=broad-except  # the user's module: any error
+    raise ModelError(f"model {name!r}: importing module {module_name!r} failed: "
+                     f"{_where(e)}{type(e).__name__}: {e}") from e
   factory = module
   for part in attribute.split("."):
     factory = getattr(factory, part, None)
@@ -87,6 +92,14 @@ def resolve_model(name: str) -> Callable[..., nn.Module]:
   if not callable(factory):
     raise ModelError(f"model {name!r}: {attribute!r} is not callable")
   return factory
+
+
+def _where(error: Exception) -> str:
+  """'FILE, line N: ' of the innermost frame of `error`'s traceback (the user's code)."""
+  if isinstance(error, SyntaxError):  # its message names the file and line
+    return ""
+  frames = traceback.extract_tb(error.__traceback__)
+  return f"{frames[-1].filename}, line {frames[-1].lineno}: " if frames else ""
 
 
 def _parameters(factory) -> tuple[set[str], bool]:

@@ -15,14 +15,14 @@
 
 from actbench.search.loop import (FISHER, OUTPUTS, STORE_NAME, SearchSummary, baseline_names,
                                   check_recipe, compute_features, default_worker, embedding,
-                                  evaluations_from, history_of, is_dead_worker, make_strategy,
-                                  recipe_fingerprint, recover, run, space_classes, store_path,
-                                  trainable_names, training_config)
+                                  embedding_kind, evaluations_from, history_of, is_dead_worker,
+                                  make_strategy, operator_choices, recipe_fingerprint, recover,
+                                  run, space_classes, store_path, trainable_names,
+                                  training_config)
 
 __all__ = [
     "FISHER", "OUTPUTS", "STORE_NAME", "SearchSummary", "baseline_names", "check_recipe",
-    "compute_features", "default_worker", "embedding", "evaluations_from", "history_of",
-    "is_dead_worker", "make_strategy", "recipe_fingerprint", "recover", "run", "space_classes",
-    "store_path",
-    "trainable_names", "training_config",
+    "compute_features", "default_worker", "embedding", "embedding_kind", "evaluations_from",
+    "history_of", "is_dead_worker", "make_strategy", "operator_choices", "recipe_fingerprint",
+    "recover", "run", "space_classes", "store_path", "trainable_names", "training_config",
 ]

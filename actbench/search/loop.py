@@ -33,7 +33,8 @@ from absl import logging
 import jax
 import numpy as np
 
-from actbench.engine import model_factory, population, prepare, train
+from actbench import defaults, processes
+from actbench.engine import model_factory, population, train
 from actbench.expr import features, operators, space
 from actbench.expr.expression import ExpressionError
 from actbench.search import journal, recovery
@@ -51,7 +52,7 @@ def store_path(workdir: str) -> str:
 
 def baseline_names(config) -> list[str]:
   """The functions every search starts with (config.search.baselines, or METHOD.md's 8)."""
-  names = config.search.get("baselines", ()) or [f"{b}(x)" for b in operators.BASELINES]
+  names = config.search.baselines or [f"{b}(x)" for b in operators.BASELINES]
   return [str(n) for n in names]
 
 
@@ -59,9 +60,17 @@ def space_classes(config) -> list[list[str]]:
   """The equivalence classes of config.search.space plus the baselines (a baseline outside the
   space is a class of its own), representative first, in enumeration order."""
   cfg = config.search
-  names = space.enumerate(cfg.space, unary=cfg.get("unary", ()) or None,
-                          binary=cfg.get("binary", ()) or None, nary=cfg.get("nary", ()) or None)
+  names = space.enumerate(cfg.space, unary=cfg.unary or None, binary=cfg.binary or None,
+                          nary=cfg.nary or None)
   return space.equivalence_classes(list(names) + baseline_names(config))
+
+
+def operator_choices(config) -> list[tuple[str, ...]]:
+  """The operators each placeholder of config.search.space may take (`space.operator_choices`):
+  what evolution's mutations choose from."""
+  cfg = config.search
+  return space.operator_choices(cfg.space, cfg.unary or None, cfg.binary or None,
+                                cfg.nary or None)
 
 
 def training_config(config):
@@ -69,7 +78,7 @@ def training_config(config):
   the default operator tables (one compiled program serves every round)."""
   cfg = config.search
   config = config.copy_and_resolve_references()
-  if not (cfg.get("unary", ()) or cfg.get("binary", ()) or cfg.get("nary", ())):
+  if not (cfg.unary or cfg.binary or cfg.nary):
     with config.unlocked():
       config.population.schema = config.population.schema or cfg.space
   return config
@@ -97,7 +106,7 @@ def recipe_fingerprint(config) -> str:
         del parts[section][name]
   parts["seeds"] = [int(seed) for seed in config.seeds]
   parts["seed"] = int(config.seed)
-  parts["normalize"] = bool(config.population.get("normalize", False))
+  parts["normalize"] = bool(config.population.normalize)
   text = json.dumps(parts, sort_keys=True, default=str)
   return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -165,7 +174,7 @@ def compute_features(config, db: store_lib.Store, names: Sequence[str], dataset,
   stored chunk by chunk (a killed run keeps finished chunks). Functions whose outputs are not
   finite are no candidates (METHOD.md section 4): they get NaN Fisher rows without training."""
   classes = db.classes()
-  normalize = bool(config.population.get("normalize", False))
+  normalize = bool(config.population.normalize)
   outputs, present = db.features(OUTPUTS)
   if not present.all():
     outputs = features.outputs([members[0] for members in classes], normalize=normalize)
@@ -173,7 +182,7 @@ def compute_features(config, db: store_lib.Store, names: Sequence[str], dataset,
   fisher_rows, present = db.features(FISHER)
   missing = np.flatnonzero(~present)
   finite = np.isfinite(outputs).all(axis=1)
-  chunk = max(int(config.search.get("features_chunk", 256)), 1)
+  chunk = max(int(config.search.features_chunk), 1)
   if missing.size:
     from actbench import fisher  # pylint: disable=import-outside-toplevel
     bar = _progress(total=int(missing.size), desc="Fisher features", unit="fn",
@@ -209,12 +218,17 @@ def _first_failure(result) -> tuple[str, str]:
   return result.names[index], reason
 
 
+def embedding_kind(config) -> str:
+  """The store's feature kind holding the surrogate's embedding for config.surrogate."""
+  return f"embedding-{config.surrogate.features}-{int(config.surrogate.random_state)}"
+
+
 def embedding(config, db: store_lib.Store, candidates) -> np.ndarray:
   """The surrogate's embedding of every class, computed once and kept in the store (UMAP is
   the slowest step of a refit; the embedding does not depend on the evaluations)."""
   feature_set = config.surrogate.features
-  random_state = int(config.surrogate.get("random_state", 42))
-  kind = f"embedding-{feature_set}-{random_state}"
+  random_state = int(config.surrogate.random_state)
+  kind = embedding_kind(config)
   stored, present = db.features(kind)
   if present.all() and stored.shape[1]:
     return stored
@@ -229,11 +243,9 @@ def make_strategy(config, candidates, layout: np.ndarray | None):
   options = {}
   if name in strategies.SURROGATE_STRATEGIES:
     options = {"embedding": layout, "feature_set": config.surrogate.features,
-               "neighbors": int(config.surrogate.get("neighbors", 3))}
+               "neighbors": int(config.surrogate.neighbors)}
   if name in ("evolution", "aquasurf-local"):  # mutations stay within the space's operators
-    cfg = config.search
-    options["choices"] = space.operator_choices(cfg.space, cfg.unary or None,
-                                                cfg.binary or None, cfg.nary or None)
+    options["choices"] = operator_choices(config)
   return strategies.make_strategy(name, candidates, seed=int(config.seed), **options)
 
 
@@ -298,7 +310,7 @@ def is_dead_worker(worker: str) -> bool:
   search): its claims are taken over at once instead of after config.search.claim_ttl_s."""
   match = _DEFAULT_WORKER.fullmatch(worker)
   return bool(match and match["host"] == socket.gethostname()
-              and not prepare.pid_alive(int(match["pid"])))
+              and not processes.pid_alive(int(match["pid"])))
 
 
 def run(config, workdir: str, *, exhaustive: bool = False, progress: bool = True,
@@ -312,14 +324,15 @@ def run(config, workdir: str, *, exhaustive: bool = False, progress: bool = True
   """
   if not workdir:
     raise ValueError("a search needs --workdir: its store, checkpoints and results live there")
+  config = defaults.complete(config)
   # The data and the model are checked before anything is written to the workdir.
   dataset, make_model = train.task(config, dataset, make_model)
   os.makedirs(workdir, exist_ok=True)
   cfg = config.search
   train_config = training_config(config)
-  schema = str(train_config.population.get("schema", ""))
-  worker = cfg.get("worker", "") or default_worker()
-  ttl = float(cfg.get("claim_ttl_s", 3600))
+  schema = str(train_config.population.schema)
+  worker = cfg.worker or default_worker()
+  ttl = float(cfg.claim_ttl_s)
   lead = jax.process_index() == 0
   with store_lib.Store(store_path(workdir)) as db:
     # Every process keeps the space and the features (the same values everywhere: idempotent
@@ -371,9 +384,11 @@ def recover(config, workdir: str) -> dict:
   """`--config.mode=recover`: a damaged store rebuilt for config's space from its journal and
   what the file still holds (recovery.rebuild); an intact one gets any journaled evaluation
   it lacks. Returns what was done."""
+  config = defaults.complete(config)
   path = store_path(workdir)
   if not os.path.exists(path) and not os.path.exists(journal.path_of(path)):
-    raise ValueError(f"nothing to recover in {workdir}: no {STORE_NAME} and no journal")
+    raise store_lib.StoreError(f"nothing to recover in {workdir}: no {STORE_NAME} and no "
+                               "journal")
   if not recovery.is_damaged(path):
     with store_lib.Store(path) as db:
       db.init_space(config.search.space, space_classes(config))

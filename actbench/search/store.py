@@ -34,6 +34,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
+from actbench import errors
 from actbench.search import journal
 
 APPLICATION_ID = 0x41435442  # b'ACTB': SQLite's header field for "which program's file is this"
@@ -58,7 +59,7 @@ _TABLES = {
 }
 
 
-class StoreError(RuntimeError):
+class StoreError(errors.InputError, RuntimeError):
   """The store file is corrupted, foreign, of another version, or holds another search."""
 
 

@@ -11,13 +11,14 @@ import datetime
 import json
 import os
 
+from actbench import errors
 from actbench.engine import fetch
 
 BENCHMARKS = {name: f"https://act-bench.s3.us-west-2.amazonaws.com/act-bench-{name}.json"
               for name in ("cnn", "resnet", "vit")}
 
 
-class DownloadError(OSError):
+class DownloadError(errors.InputError, OSError):
   """A published benchmark file could not be fetched."""
 
 

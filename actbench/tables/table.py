@@ -30,6 +30,8 @@ from typing import Sequence
 import numpy as np
 import tqdm
 
+from actbench import errors
+
 METRIC_KEYS = ("Train Accuracy", "Validation Accuracy", "Test Accuracy", "Train Loss",
                "Validation Loss", "Test Loss", "Runtime (s)")
 EQUIVALENTS_KEY = "Equivalent Activation Functions"
@@ -45,7 +47,7 @@ _BLOCK_BYTES = 8 << 20
 
 
 
-class BenchmarkError(ValueError):
+class BenchmarkError(errors.InputError, ValueError):
   """A benchmark file or table that is not in the Act-Bench format."""
 
 
