@@ -67,6 +67,10 @@ BAD_NAMES = {
     "activations": "('relu(x)','rleu(x)')", "search.baselines": "('tanh(x',)",
     "search.unary": "('relu','nope')", "replay.strategies": "('random','evo')",
 }
+# The bad element of the sequences above, which their message must name (the others name
+# the whole value).
+BAD_ELEMENTS = {"activations": "rleu", "search.baselines": "tanh(x", "search.unary": "nope",
+                "replay.strategies": "evo"}
 
 
 SMOKE = "--config=configs/quickstart.py:smoke"
@@ -80,26 +84,37 @@ def _config_file(tmp_path, name: str, line: str) -> str:
 
 
 def _cases(tmp_path):
-  """(description, argv) of every malformed config and command line tried."""
+  """(description, argv, what the message must name) of every malformed config and command
+  line tried: the field as it was written and the closest known one, or the bad value."""
   cases = []
   for index, (path, value) in enumerate(LEAVES.items()):
-    typo = _typo(path)
-    cases.append((f"--config.{typo}", [SMOKE, f"--config.{typo}=1"]))
+    typo, name = _typo(path), path.rpartition(".")[2]
+    cases.append((f"--config.{typo}", [SMOKE, f"--config.{typo}=1"],
+                  [f"--config.{typo}: ", f"(did you mean --config.{path}?)"]))
     cases.append((f"file: config.{typo}",
-                  [_config_file(tmp_path, f"typo{index}", f"config.{typo} = 1")]))
+                  [_config_file(tmp_path, f"typo{index}", f"config.{typo} = 1")],
+                  [f"config.{typo} is not a field", f"(did you mean '{name}'?"]))
     wrong = _wrong_value(value)
     if wrong is not None:
-      cases.append((f"--config.{path}={wrong}", [SMOKE, f"--config.{path}={wrong}"]))
-      cases.append((f"file: config.{path} = {wrong!r}",
-                    [_config_file(tmp_path, f"type{index}", f"config.{path} = {wrong!r}")]))
+      cases.append((f"--config.{path}={wrong}", [SMOKE, f"--config.{path}={wrong}"],
+                    [f"--config.{path}={wrong}: "]))
+      # ml_collections names only the field's last name ('seed' of config.seed and of
+      # config.fisher.seed alike); the file and line tell which.
+      config_file = _config_file(tmp_path, f"type{index}", f"config.{path} = {wrong!r}")
+      cases.append((f"file: config.{path} = {wrong!r}", [config_file],
+                    [f"{config_file[len('--config='):]}, line 6: ",
+                     f"field '{name}'", f"{wrong} is of original type"]))
   for section in SECTIONS:
-    cases.append((f"--config.{section}x.field", [SMOKE, f"--config.{section}x.field=1"]))
+    cases.append((f"--config.{section}x.field", [SMOKE, f"--config.{section}x.field=1"],
+                  [f"config has no field '{section}x'", f"(did you mean --config.{section}?)"]))
   for path, bad in BAD_NAMES.items():
-    cases.append((f"--config.{path}={bad}", [SMOKE, f"--config.{path}={bad}"]))
-  cases += [("a missing config file", ["--config=configs/nope.py"]),
-            ("a bad config argument", ["--config=configs/quickstart.py:bogus"]),
-            ("no --config", []),
-            ("a stray argument", [SMOKE, "stray"])]
+    cases.append((f"--config.{path}={bad}", [SMOKE, f"--config.{path}={bad}"],
+                  [f"config.{path}", repr(BAD_ELEMENTS.get(path, bad))]))
+  cases += [("a missing config file", ["--config=configs/nope.py"], ["configs/nope.py"]),
+            ("a bad config argument", ["--config=configs/quickstart.py:bogus"],
+             ["configs/quickstart.py", "'bogus'"]),
+            ("no --config", [], ["--config is required"]),
+            ("a stray argument", [SMOKE, "stray"], ["['stray']"])]
   return cases
 
 
@@ -109,14 +124,15 @@ def test_every_malformed_config_and_command_line_is_one_clear_error(tmp_path, mo
   monkeypatch.setattr(modes, "run", no_work)
   cases = _cases(tmp_path)
   unclear = []
-  for description, argv in cases:
+  for description, argv, names in cases:
     try:
       launcher.launch(["actbench"] + argv + [f"--workdir={tmp_path / 'work'}"])
       unclear.append((description, "no error"))
     except launcher.UserError as e:
       message = str(e)
-      if e.status != 2 or not message.strip() or "Traceback" in message:
-        unclear.append((description, e.status, message))
+      missing = [name for name in names if name not in message]
+      if e.status != 2 or "Traceback" in message or missing:
+        unclear.append((description, e.status, message, missing))
     except Exception as e:  # pylint: disable=broad-except  # anything else is unclear
       unclear.append((description, type(e).__name__, str(e)[:200]))
   assert len(cases) > 250

@@ -7,7 +7,8 @@ import subprocess
 import sys
 import time
 
-from actbench import modes
+from actbench import modes, search
+from actbench.search import journal, store
 from bench import kill_trials
 from configs import quickstart
 
@@ -27,8 +28,6 @@ def _wait(condition, process, timeout_s=300.0, every_s=0.02):
 
 
 def _fisher_pending(workdir):
-  from actbench import search  # pylint: disable=import-outside-toplevel
-  from actbench.search import store  # pylint: disable=import-outside-toplevel
   try:
     with store.Store(search.store_path(workdir)) as db:
       return db.features(search.OUTPUTS)[1].all() and not db.features(search.FISHER)[1].any()
@@ -95,9 +94,19 @@ def test_two_processes_on_one_workdir_equal_one(tmp_path):
     assert process.returncode == 0, stderr[-3000:]
     assert "Directory not empty" not in stderr
   alone, together = kill_trials.evaluations(str(one)), kill_trials.evaluations(str(shared))
-  assert len(together) == len(kill_trials.class_names(str(shared)))  # each class once
-  workers = {e[3] for e in together.values()}
-  assert len(workers) == 2 and all(":pid" in w for w in workers)  # two workers of their own
+  path = search.store_path(str(shared))
+  with store.Store(path) as db:
+    class_of = {name: i for i, members in enumerate(db.classes()) for name in members}
+    assert len(together) == len(db.classes())  # every class evaluated
+    assert db.claimed_ids(include_expired=True) == {}  # and every claim released
+  # However the scheduler shared the classes: each one trained by one process, once, and
+  # recorded under that process's own worker name, and journaled once.
+  trained = {process.pid: [class_of[name] for name in kill_trials.trained_names(stderr)]
+             for process, (_, stderr) in zip(processes, outputs)}
+  assert sorted(i for ids in trained.values() for i in ids) == sorted(together)
+  for pid, ids in trained.items():
+    assert {i for i, e in together.items() if e[3].endswith(f":pid{pid}")} == set(ids)
+  assert sorted(r["class_id"] for r in journal.read(journal.path_of(path))) == sorted(together)
   # The same results, whoever trained them (repr: a failed class's NaN metrics compare equal).
   assert {i: repr(e[:2]) for i, e in together.items()} == {i: repr(e[:2])
                                                            for i, e in alone.items()}

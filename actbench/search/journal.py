@@ -5,8 +5,9 @@ the store's write transaction, so the journal's order is the store's. A damaged 
 rebuilt from it (`--config.mode=recover`, recovery.py), and a process killed between the two
 writes leaves a line that the next run replays into the store (`Store.replay_journal`).
 
-A line holds the class's representative name beside its id: a rebuilt space that numbers its
-classes differently is detected instead of mislabelling results. A torn last line (a crash
+A line holds the class's representative name beside its id, and the recipe fingerprint of
+the store: a rebuilt space that numbers its classes differently, or a config of another
+recipe, is detected instead of mislabelling or mixing results. A torn last line (a crash
 mid-write) and any unreadable line are skipped on reading.
 """
 

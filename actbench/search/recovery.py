@@ -92,6 +92,10 @@ def _trust_the_file_size(path: str) -> None:
 
 def _read_into(found: Salvage, db: sqlite3.Connection) -> None:
   try:
+    # A table whose root page was cut off makes SQLite refuse the whole schema, and with it
+    # the intact tables (the meta records on page 2 among them); on the scratch copy, the
+    # schema is read leniently instead.
+    db.execute("PRAGMA writable_schema=ON")
     found.meta = dict(_rows(db, "SELECT key, value FROM meta"))
     found.names = dict(_rows(db, "SELECT class_id, name FROM classes"))
     for kind, class_id, row in _rows(db, "SELECT kind, class_id, row FROM features"):
@@ -143,7 +147,8 @@ def rebuild(path: str, schema: str, classes: list[list[str]], *,
   if problem:
     raise StoreError(f"{path} and its journal hold another search space than this config's "
                      f"({problem}): recover with the config the search was run with")
-  if recipe is not None and found.meta.get("recipe") not in (None, recipe):
+  recipes = {found.meta.get("recipe")} | {r.get("recipe") for r in records}
+  if recipe is not None and recipes - {None, recipe}:
     raise StoreError(f"{path} was made with another training recipe than this config's: "
                      "recover with the config the search was run with")
   report = {"moved_to": _move_aside(path), "from_journal": 0, "from_file": 0, "features": {},
@@ -154,6 +159,11 @@ def rebuild(path: str, schema: str, classes: list[list[str]], *,
       if not key.startswith("store.") and db.get_meta(key) is None:
         db.set_meta(key, value)
         report["meta"].append(key)
+    if recipe is not None and db.get_meta("recipe") is None:
+      # The results kept are this recipe's (checked above): the next run must not adopt
+      # another config's.
+      db.set_meta("recipe", recipe)
+      report["meta"].append("recipe")
     for kind, rows in found.features.items():
       ids = [i for i in rows if 0 <= i < len(names) and found.names.get(i) == names[i]]
       widths = {len(rows[i]) for i in ids}

@@ -466,11 +466,12 @@ class Store:
       if not journaled:  # inside the write lock: the journal's order is the store's
         (name,) = db.execute("SELECT name FROM classes WHERE class_id = ?",
                              (class_id,)).fetchone()
+        recipe = db.execute("SELECT value FROM meta WHERE key = 'recipe'").fetchone()
         journal.append(self.journal_path, {
             "class_id": class_id, "name": name, "status": evaluation.status,
             "metrics": metrics, "per_seed": per_seed,
             "runtime_s": float(evaluation.runtime_s), "worker": evaluation.worker,
-            "finished_at": finished_at})
+            "finished_at": finished_at, "recipe": recipe[0] if recipe else None})
       db.execute("INSERT INTO evaluations (class_id, status, metrics, per_seed, runtime_s, "
                  "worker, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                  (class_id, evaluation.status, metrics, per_seed, float(evaluation.runtime_s),
