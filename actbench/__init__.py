@@ -21,6 +21,9 @@ stages above it in this list:
   report/   leaderboards, figures and the benchmark report
   main.py, modes.py  the launcher
 
+Below every stage: errors.py (what a user's mistake raises), defaults.py (every config field's
+default, from configs/common.py) and processes.py.
+
 Every module is also importable by its short name, loaded on first use (the training stack
 is heavy): `from actbench import train, fisher, search, strategies, surrogate, tables`.
 """

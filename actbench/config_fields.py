@@ -82,9 +82,10 @@ def _bad_values(config) -> list[str]:
         parse(item)
       except ValueError as e:
         found.append(f"config.{dotted}: {e}")
+  space_is_bad = any(line.startswith("config.search.space:") for line in found)
   for kind in ("unary", "binary", "nary"):
     chosen = config.search[kind]
-    if chosen:
+    if chosen and not space_is_bad:  # else the space's own error says it all
       try:
         space.size(str(config.search.space), **{kind: list(chosen)})
       except ValueError as e:
