@@ -17,7 +17,7 @@ import difflib
 import ml_collections
 
 from actbench import defaults
-from actbench.defaults import FREE_FORM, reference  # pylint: disable=unused-import
+from actbench.defaults import reference
 from actbench.errors import ConfigError
 
 # What `python -m actbench.main` can do (actbench/modes.py runs each).
@@ -32,7 +32,8 @@ def _choices() -> dict[str, tuple]:
   from actbench.models import layers
   from actbench.search import strategies, surrogate
   return {
-      "mode": MODES, "population.strategy": population.STRATEGIES, "fisher.method": experiment.METHODS,
+      "mode": MODES, "population.strategy": population.STRATEGIES,
+      "fisher.method": experiment.METHODS,
       "fisher.type": kfac.FISHER_TYPES, "fisher.floor_mode": spectrum.FLOOR_MODES,
       "fisher.eigenvalues": device_eigenvalues.MODES,
       "search.strategy": tuple(strategies.STRATEGIES),

@@ -28,7 +28,7 @@ import jax
 import numpy as np
 
 from actbench import config_fields, errors, report
-from actbench.expr import features, space
+from actbench.expr import features
 from actbench.report import plots
 
 # The published table's metric keys, from the store's metric names.

@@ -15,8 +15,9 @@ such while the others go on. Sections:
             populations of 1, 8, 32, 128 and 256 under `population.strategy` vmap, grouped
             (groups of 8 members sorted by operator, only the operators a group selects run)
             and map (the program a search compiles: activations encoded over the benchmark
-            space), against one plainly jitted model per activation ('single'). Per program: compile time (the
-            first call, which users feel once per search) apart from the steady step time,
+            space), against one plainly jitted model per activation ('single'). Per program:
+            compile time (the first call, which users feel once per search) apart from the
+            steady step time,
             model-epochs per second (45,000 images an epoch), achieved TFLOP/s and their
             fraction of the chip's bf16 and fp32 peaks, and device memory per member.
   vision    MobileViTv2-0.5 (the ViT recipe) and ResNet-50 at 160 px in bfloat16: step time and

@@ -91,14 +91,16 @@ def main():
     one = models[0].predict
     print(f"{name}: {len(pool)} functions with finite accuracy and features, "
           f"{100 * trained:.0f}% of them above {100 * TRAINED:.0f}%")
-    print(f"  Spearman, every function:      {_median_spearman(one, accuracies, pool, args.draws):.3f}")
+    print(f"  Spearman, every function:      "
+          f"{_median_spearman(one, accuracies, pool, args.draws):.3f}")
     print(f"  Spearman, those above 90%:     "
           f"{_median_spearman(one, accuracies, pool, args.draws, lambda a: a > TRAINED):.3f}")
     print(f"  Spearman with 'above 90%':     "
           f"{_median_spearman(one, accuracies, pool, args.draws, label=True):.3f}")
     singles = [_median_spearman(m.predict, accuracies, pool, args.draws) for m in models]
-    ensemble = _median_spearman(lambda history: np.mean([m.predict(history) for m in models], 0),
-                                accuracies, pool, args.draws)
+    ensemble = _median_spearman(
+        lambda history, models=models: np.mean([m.predict(history) for m in models], 0),
+        accuracies, pool, args.draws)
     print(f"  {len(models)} layouts one by one: " + " ".join(f"{s:.3f}" for s in singles)
           + f"; their mean prediction: {ensemble:.3f}")
   if args.evaluations:

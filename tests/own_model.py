@@ -1,6 +1,6 @@
 """Models of "a user's own", for tests: found by import path ('tests.own_model:MLP')."""
 
-from typing import Callable
+from collections.abc import Callable
 
 import flax.linen as nn
 

@@ -127,7 +127,7 @@ def test_enhance_ops_match_pil(name):
   x = _random_images(2, quantized=True, low=0.25, high=0.75)
   for sign in (1.0, -1.0):
     factor = 1 + sign * 0.9 * 0.5  # magnitude 5
-    expected = _pil(lambda im: getattr(ImageEnhance, name)(im).enhance(factor), x)
+    expected = _pil(lambda im, factor=factor: getattr(ImageEnhance, name)(im).enhance(factor), x)
     np.testing.assert_allclose(_apply(x, name, 5.0, sign), expected, atol=2.01 / 255)
 
 

@@ -9,7 +9,7 @@ import sys
 import ml_collections
 import pytest
 
-from actbench import config_fields
+from actbench import defaults
 from actbench import main as launcher
 from actbench import modes
 from configs import common, quickstart
@@ -23,7 +23,7 @@ def _leaves(config, prefix=""):
   for key in config.keys():
     value = config[key]
     path = f"{prefix}{key}"
-    if path in config_fields.FREE_FORM:
+    if path in defaults.FREE_FORM:
       continue
     if isinstance(value, ml_collections.ConfigDict):
       yield from _leaves(value, path + ".")

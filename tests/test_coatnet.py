@@ -69,7 +69,7 @@ def _expected_params(num_classes=1000, size=224, depths=(2, 2, 3, 5, 2),
   for stage in (3, 4):
     side = size // 2**(stage + 1)
     dim = dims[stage]
-    for i in range(depths[stage]):
+    for _ in range(depths[stage]):
       total += (norm(cin) + (conv(1, cin, dim) if cin != dim else 0)
                 + 3 * dense(cin, dim) + dense(dim, dim)
                 + (2 * side - 1)**2 * (dim // head_dim)

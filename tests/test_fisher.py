@@ -398,7 +398,7 @@ def test_sampled_fisher_is_deterministic_and_differs(zoo):
   run = functools.partial(fisher.kfac_factors, model, variables, images, labels, batch_chunk=2,
                           fisher_type="sampled")
   first, again, other = run(key=0), run(key=0), run(key=1)
-  for f, g, h in zip(first, again, other):
+  for f, g in zip(first, again):
     np.testing.assert_array_equal(f.G, g.G)
     np.testing.assert_allclose(f.A, factors[f.path].A, rtol=1e-6, atol=1e-7)
   assert not np.allclose(first[-1].G, factors["dense"].G)

@@ -152,7 +152,7 @@ def test_nary_partial_derivatives_against_finite_differences(jax_derivatives, na
   for argnum, actual in enumerate(jax_derivatives[2][name]):
     expected, rounding = [], []
     for column in NARY_ARGS.T:
-      def partial(t, column=column):
+      def partial(t, column=column, argnum=argnum):
         values = list(column)
         values[argnum] = t
         return float(reference.nary(name, *[np.array([v]) for v in values])[0])
@@ -302,7 +302,8 @@ def _assert_same_gradients(actual, expected, scale, names, allowed=None):
 @pytest.mark.parametrize("strategy", ["map", "vmap", "grouped"])
 def test_population_gradients_over_the_benchmark_space(benchmark_gradients, strategy):
   """d/dx of `Encoding.apply` (reverse mode through its custom JVP; lax.map, vmap and
-  population.over_members' groups with only their present operators over the codes) for all 5,103 names of the benchmark space at 64 points (25 special ones: kinks,
+  population.over_members' groups with only their present operators over the codes) for all
+  5,103 names of the benchmark space at 64 points (25 special ones: kinks,
   ties such as max(relu(x),abs(x)) at x > 0, overflow at |x| = 1e3 and 1e4; 39 standard normal
   ones), against jax.grad(actbench.compile(name)) assembled node by node, in float64.
 

@@ -33,7 +33,7 @@ Equalize decide on the image quantized to 256 levels, as PIL does on uint8.
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp

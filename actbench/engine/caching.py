@@ -12,7 +12,8 @@ suite, a replay of many tables) must not keep every program it ever compiled.
 from __future__ import annotations
 
 import collections
-from typing import Callable, Hashable, TypeVar
+from collections.abc import Callable, Hashable
+from typing import TypeVar
 
 Value = TypeVar("Value")
 

@@ -22,7 +22,7 @@ argmax of the logits against the label (the largest target weight when mixed).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp

@@ -22,7 +22,8 @@ import json
 import math
 import os
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from absl import logging
 import jax

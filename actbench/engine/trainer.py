@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import functools
 import json
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 from jax.experimental import multihost_utils

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -28,7 +28,7 @@ QUADRATURE_NODES = 100
 _MIN_WEIGHT = 1e-30
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def quadrature() -> tuple[np.ndarray, np.ndarray]:
   """(nodes, weights), float64, with sum(weights * f(nodes)) ~= E[f(x)] for x ~ N(0, 1)."""
   nodes, weights = hermite_e.hermegauss(QUADRATURE_NODES)

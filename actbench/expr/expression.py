@@ -16,7 +16,7 @@ from __future__ import annotations
 import difflib
 import functools
 import re
-from typing import Iterator
+from collections.abc import Iterator
 
 from actbench import errors
 from actbench.expr import operators

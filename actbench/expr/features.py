@@ -9,7 +9,7 @@ output features are identical.
 from __future__ import annotations
 
 import functools
-from typing import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -25,7 +25,7 @@ REFERENCE_CLIP = 5.0
 DEFAULT_CHUNK_SIZE = 2048
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def reference_points() -> np.ndarray:
   """The 1,000 reference points, float64, read-only."""
   points = np.random.RandomState(REFERENCE_SEED).normal(size=NUM_REFERENCE_POINTS)

@@ -10,7 +10,7 @@ vectorized call: `binary(unary(x),unary(x))` over 7 x 27 x 27 operators is 27 + 
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

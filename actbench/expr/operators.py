@@ -6,9 +6,10 @@ grad and jvp) and NumPy/SciPy in float64 (what equivalence classes and output fe
 computed with, on the host, thousands of functions at once and without compiling anything).
 
 At x = +-inf operators take their limits where those exist (swish(-inf) = 0, softsign(inf) =
-1), and NaN where they do not. Where an operator selects between branches, the unselected branch is fed a harmless input
-(the "double where"), so that it can neither overflow into the value nor put NaN into the
-gradient: `elu(x)` computes `expm1(min(x, 0))`, never `expm1(1e4)`.
+1), and NaN where they do not. Where an operator selects between branches, the unselected
+branch is fed a harmless input (the "double where"), so that it can neither overflow into the
+value nor put NaN into the gradient: `elu(x)` computes `expm1(min(x, 0))`, never
+`expm1(1e4)`.
 
 Users add operators with `register_operator(name, fn, arity)`; `fn` is a jax.numpy function.
 """
@@ -19,7 +20,7 @@ import dataclasses
 import math
 import re
 import types
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp

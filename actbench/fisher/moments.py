@@ -150,7 +150,7 @@ def shift_plan(geometry: ConvGeometry, num_shifted: int) -> ShiftPlan:
   positions = 0
   for key, members in classes.items():
     live = [(pair, w) for pair, w in members if all(qa < qb for qa, qb in w)]
-    for pair, w in members:
+    for pair, _ in members:
       pair_cells[pair] = ()
     if not live:
       continue

@@ -6,7 +6,8 @@ import csv
 import json
 import math
 import os
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import jax
 import numpy as np
@@ -31,7 +32,8 @@ def leaderboard(result: PopulationResult) -> list[dict]:
   return _ranked(rows)
 
 
-def store_leaderboard(classes: Sequence[Sequence[str]], evaluations: Mapping[int, Any]) -> list[dict]:
+def store_leaderboard(classes: Sequence[Sequence[str]],
+                      evaluations: Mapping[int, Any]) -> list[dict]:
   """The leaderboard of a search or benchmark store: one row per evaluated equivalence class,
   named by its representative (`store.Evaluation`s, medians over seeds)."""
   rows = []

@@ -27,7 +27,7 @@ import shutil
 import socket
 import threading
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 from absl import logging
 import jax

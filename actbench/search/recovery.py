@@ -40,8 +40,7 @@ class Salvage:
 def _rows(db: sqlite3.Connection, sql: str):
   """The rows of a query until the first damaged page (what precedes it is kept)."""
   try:
-    for row in db.execute(sql):
-      yield row
+    yield from db.execute(sql)
   except sqlite3.Error:
     return
 

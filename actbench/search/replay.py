@@ -19,7 +19,7 @@ import hashlib
 import importlib.metadata
 import math
 import os
-from typing import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 

@@ -30,7 +30,8 @@ import operator
 import os
 import sqlite3
 import time
-from typing import Any, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 

@@ -18,7 +18,8 @@ deterministic for its seed and the sequence of calls it sees.
 from __future__ import annotations
 
 import math
-from typing import Mapping, Protocol, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Protocol
 
 import numpy as np
 

@@ -25,7 +25,8 @@ do not depend on the random state (exact neighbours), so `fuzzy_graph` computes 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 import warnings
 
 import numpy as np

@@ -25,7 +25,7 @@ import os
 import re
 import warnings
 import zlib
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import tqdm
