@@ -16,17 +16,22 @@ def base_config() -> ml_collections.ConfigDict:
   config.checkpoint_every_epochs = 1  # Orbax checkpoint period in the workdir (0: never)
 
   config.dataset = ml_collections.ConfigDict()
-  # digits (bundled) | cifar10 | cifar100 | imagenette | imagenet2012 | npz:PATH | tfds:NAME
+  # digits (bundled) | cifar10 | cifar100 | imagenette | imagenet2012 | npz:PATH | tfds:NAME |
+  # synthetic:NAME (random images shaped like built-in dataset NAME: try a config without data)
   config.dataset.name = "digits"
   config.dataset.data_dir = ""  # datasets' root ('' = $TFDS_DATA_DIR or ~/tensorflow_datasets)
   config.dataset.download = True  # cifar10, cifar100, imagenette: prepare on first use if missing
-  config.dataset.validation_size = 0.0  # carved from train: a count (>= 1) or a fraction (0 = default)
+  # carved from train: a count (>= 1) or a fraction (0 = the dataset's default)
+  config.dataset.validation_size = 0.0
   config.dataset.image_size = 0  # network input side for ImageNet-like data (0 = default)
   config.dataset.image_key = "image"  # tfds:NAME datasets: the feature holding the image...
   config.dataset.label_key = "label"  # ...and the one holding the class label
   # k >= 2: k-fold cross-validation over train + validation (every example validates once; a
   # run per fold, accuracies averaged); 0: the validation split as carved
   config.dataset.folds = 0
+  # at most this many examples of each split, drawn by config.seed after the validation split
+  # is carved: a quick run on a large dataset (0: all)
+  config.dataset.max_examples = 0
 
   config.model = ml_collections.ConfigDict()
   # a name in actbench.models.MODELS (or registered), or an import path "package.module:Factory"
@@ -196,14 +201,19 @@ def vit_recipe(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 SMOKE_ACTIVATIONS = ("elu(x)", "relu(x)", "swish(x)", "tanh(x)")
 
 
+SMOKE_EXAMPLES = 64  # per split: 8 training steps and 8 test batches of 8
+
+
 def shrink_for_smoke(config: ml_collections.ConfigDict,
                      image_size: int = 0) -> ml_collections.ConfigDict:
-  """A population of 4 for a few steps of tiny batches: `--config=FILE.py:smoke`, for tests on
-  tiny mock data (mode train; a recipe's augmentation and loss are kept)."""
+  """A population of 4 for a few steps of tiny batches: `--config=FILE.py:smoke`, for tests
+  and for trying a config on its real data in about a minute on a CPU, since every split is
+  cut to SMOKE_EXAMPLES (mode train; a recipe's augmentation and loss are kept)."""
   config.mode = "train"
   config.activations = SMOKE_ACTIVATIONS
   config.seeds = (0,)
   config.dataset.validation_size = 8
+  config.dataset.max_examples = SMOKE_EXAMPLES
   if image_size:
     config.dataset.image_size = image_size
   config.train.batch_size = 8

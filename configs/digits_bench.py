@@ -87,9 +87,9 @@ def get_config(arg: str = ""):
       "a function within one standard error of the best as tied with it "
       "(`config.replay.tie = 0.0023`). Split in two (the mean over 2 folds against the mean "
       "over the other 3), the table ranks the functions that never diverge with a Spearman "
-      "of 0.79 against itself, 0.88 stepped up to all 5 folds: no predictor of the true accuracy can "
-      "reach much more than 0.94 against this table (`python -m bench.surrogate_spread "
-      "--evaluations <workdir>/search.evaluations.jsonl`).",
+      "of 0.79 against itself, 0.88 stepped up to all 5 folds: no predictor of the true "
+      "accuracy can reach much more than 0.94 against this table (`python -m "
+      "bench.surrogate_spread --evaluations <workdir>/search.evaluations.jsonl`).",
       "**What the surrogate's Spearman measures.** The union surrogate fitted on 100 functions "
       "reaches 0.70 here against 0.85 on v1, missing the 0.85 target by 0.15, yet it ranks the "
       "functions a search chooses between far better: over the functions above 90% it reaches "

@@ -23,7 +23,9 @@ Expected accelerator time: not measured (no accelerator was lent while this was 
 arithmetic, about 25 GFLOP per image forward and backward, 1.27 M images x 300 epochs: some
 10 EFLOP per function, a day or more of one current GPU; plan a pod (`launch/tpu_pod.sh`).
 `--config.mode=train` trains the 8 baselines instead; `:smoke` trains a population of 4
-narrow CoAtNets of one block per stage for a few steps at 64 px on tiny data (tests).
+narrow CoAtNets of one block per stage for 8 steps at 64 px on 64 examples of each split:
+about 45 seconds on a 2-core CPU; offline, on random images of ImageNet's size:
+`--config.dataset.name=synthetic:imagenet2012`.
 """
 
 from configs import common

@@ -21,8 +21,9 @@ arithmetic, about 25 GFLOP per image forward and backward, 1.27 M images x 90 ep
 3 EFLOP, i.e. several GPU-hours per function on a current GPU; plan a pod or many workers
 for the search (`launch/tpu_pod.sh`).
 `--config.mode=train` trains the 8 baselines instead; `:smoke` trains a population of 4
-ResNets of one bottleneck block per stage at quarter width for a few steps at 64 px on
-tiny data (tests).
+ResNets of one bottleneck block per stage at quarter width for 8 steps at 64 px on 64 examples
+of each split: about 35 seconds on a 2-core CPU; offline, on random images of ImageNet's size:
+`--config.dataset.name=synthetic:imagenet2012`.
 """
 
 from configs import common

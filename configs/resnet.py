@@ -16,7 +16,9 @@ By default trains config.activations (the 8 baselines) x config.seeds in one pop
 writes checkpoints, results.json and leaderboard.csv to the workdir. `--config.mode=search`
 searches the benchmark space for this task (config.search: budget 100, populations of 8),
 `--config.mode=benchmark` trains every class of it: Act-Bench-ResNet, as a table in the workdir.
-`--config=configs/resnet.py:smoke` trains a population of 4 ResNet-8s for a few steps (tests).
+`--config=configs/resnet.py:smoke` trains a population of 4 ResNet-8s for 8 steps on 64
+examples of each split: about 15 seconds on a 2-core CPU on the real CIFAR-10 (or offline with
+`--config.dataset.name=synthetic:cifar10`).
 """
 
 from configs import common

@@ -2,7 +2,11 @@
 population of 4 (and computing Fisher features) on tiny mock data on this CPU."""
 
 import importlib
+import json
+import os
 import re
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -16,6 +20,7 @@ from configs import common
 TASK_CONFIGS = ["cnn", "resnet", "vit", "cifar100_allcnnc", "cifar100_resnet56",
                 "imagenet_resnet50", "imagenet_mobilevit", "imagenet_coatnet"]
 ALL_CONFIGS = ["quickstart", "digits_bench", "digits_bench_v1"] + TASK_CONFIGS
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _config(name, arg=""):
@@ -171,3 +176,36 @@ def test_smoke_variant_has_fisher_features(name, smoke_datasets):
   for uncovered in result.uncovered:
     assert "Norm" in uncovered.reason or "relative" in uncovered.path.lower(), uncovered
   assert common.SMOKE_ACTIVATIONS == tuple(config.activations)
+
+
+@pytest.mark.parametrize("name", TASK_CONFIGS)
+def test_smoke_variant_bounds_its_work_on_a_dataset_of_the_real_size(name):
+  config = _config(name, "smoke")
+  assert config.dataset.max_examples == common.SMOKE_EXAMPLES
+  # synthetic:NAME has the real dataset's size (CIFAR's 50,000 training images, ImageNet's
+  # 1.28 million): the smoke run must not train or evaluate on all of them.
+  config.dataset.name = f"synthetic:{config.dataset.name}"
+  dataset = train.load_dataset(config, progress=False)  # as the launcher loads it
+  info = dataset.info
+  assert max(info.num_train, info.num_validation, info.num_test) <= common.SMOKE_EXAMPLES
+  steps = dataset.train.num_batches(config.train.batch_size)
+  eval_batches = -(-(info.num_validation + info.num_test) // config.train.eval_batch_size)
+  assert 2 <= steps * config.train.num_epochs <= 8 and eval_batches <= 9
+  assert config.fisher.batch_size <= info.num_train
+
+
+def test_launcher_tries_a_config_on_synthetic_data(tmp_path):
+  process = subprocess.run(
+      [sys.executable, "-m", "actbench.main", "--config=configs/quickstart.py:smoke",
+       "--config.mode=train", "--config.dataset.name=synthetic:digits",
+       "--config.activations=('relu(x)','tanh(x)')", "--config.train.num_epochs=1",
+       "--config.checkpoint_every_epochs=0", f"--workdir={tmp_path}"],
+      cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True,
+      check=False)
+  assert process.returncode == 0, process.stderr[-3000:]
+  with open(tmp_path / "results.json", encoding="utf-8") as f:
+    results = json.load(f)
+  assert len(results["members"]) == 2
+  # Random labels: nothing to learn, so about chance (10 classes) on the 64 test images kept.
+  for member in results["members"]:
+    assert 0.0 <= member["test_accuracy"] <= 0.25, member

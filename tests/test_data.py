@@ -8,10 +8,12 @@ prepared array_record datasets, since `tfds.testing.mock_data` cannot stand in f
 from __future__ import annotations
 
 import dataclasses
+import gc
 import importlib.util
 import io
 import itertools
 import os
+import threading
 
 import hypothesis
 import hypothesis.strategies as st
@@ -23,7 +25,7 @@ from PIL import Image
 from sklearn.datasets import load_digits
 import tensorflow_datasets as tfds
 
-from actbench.engine import data, prepare, sources
+from actbench.engine import data, sources
 
 from tests.tfds_fixtures import (NUM_CIFAR_TEST, NUM_CIFAR_TRAIN,
                                  NUM_NETTE_VALIDATION)
@@ -70,7 +72,7 @@ def test_cross_validation_folds_partition_the_non_test_examples(digits):
   # The seed alone decides the folds.
   again = data.cross_validation_folds(digits, 5, seed=3)
   other = data.cross_validation_folds(digits, 5, seed=4)
-  for a, b, c in zip(folds, again, other):
+  for a, b in zip(folds, again):
     np.testing.assert_array_equal(a.validation.source_indices, b.validation.source_indices)
     assert a.fingerprint == b.fingerprint
   assert any(len(np.setxor1d(a.validation.source_indices, c.validation.source_indices))
@@ -78,12 +80,37 @@ def test_cross_validation_folds_partition_the_non_test_examples(digits):
   assert len({fold.fingerprint for fold in folds}) == 5  # checkpoints and stores tell them apart
 
 
+def test_digits_folds_stay_those_of_the_shipped_table(digits):
+  # configs/digits_bench.py built act-bench-digits.json on these 5 folds (config.seed 0): a
+  # fold that moved would be other data, and its store would refuse the table's results.
+  folds = data.cross_validation_folds(digits, 5, seed=0)
+  assert [fold.fingerprint for fold in folds] == [
+      '7655048e3f83d614', '97639e279cc2c82c', 'bea7f7604ec91903', '67bd5e05767948a1',
+      '07e41aa72be37be1']
+
+
+def test_cross_validation_refuses_a_validation_split_the_user_gave():
+  x, y = np.arange(40, dtype=np.float32)[:, None], np.arange(40) % 2
+  given = data.from_arrays((x[:30], y[:30]), validation=(x[30:], y[30:]))
+  with pytest.raises(data.DataError) as error:
+    data.cross_validation_folds(given, 3)
+  message = str(error.value)
+  assert message.startswith('arrays: ') and 'validation split you gave' in message
+  assert 'as part of train' in message and 'config.dataset.folds = 0' in message
+  # The same examples given as train: the folds carve every validation split from all 40.
+  pooled = data.from_arrays((x, y), validation_size=10)
+  folds = data.cross_validation_folds(pooled, 3)
+  validated = np.concatenate([f.validation.gather(np.arange(len(f.validation)))['image']
+                              for f in folds])
+  np.testing.assert_array_equal(np.sort(validated.ravel()), x.ravel())
+  assert all(f.validation.carved for f in folds)
+
+
 def test_cross_validation_needs_one_pool_and_two_folds():
   x, y = np.zeros((40, 3), np.float32), np.arange(40) % 2
-  given = data.from_arrays((x[:30], y[:30]), validation=(x[30:], y[30:]))
-  assert sum(len(f.validation) for f in data.cross_validation_folds(given, 3)) == 40
-  apart = dataclasses.replace(given, validation=data.Split(
-      'validation', sources.ArraySource(x[30:], y[30:]), np.arange(10)))
+  carved = data.from_arrays((x[:30], y[:30]), validation_size=10)
+  apart = dataclasses.replace(carved, validation=data.Split(
+      'validation', sources.ArraySource(x[30:], y[30:]), np.arange(10), carved=True))
   with pytest.raises(data.DataError, match='different sources'):
     data.cross_validation_folds(apart, 3)
   pooled = data.from_arrays((x, y))
@@ -232,7 +259,7 @@ def test_host_resize_keeps_the_centre_of_the_longer_side():
   image[:, :8, 0] = 255  # red left edge
   image[:, 8:32, 1] = 255  # green middle
   image[:, 32:, 2] = 255  # blue right edge
-  out = prepare.decode_image(_encode(image), 10)
+  out = sources.decode_image(_encode(image), 10)
   assert out.shape == (10, 10, 3) and out.dtype == np.uint8
   np.testing.assert_array_equal(out[..., 1], 255)
   np.testing.assert_array_equal(out[..., [0, 2]], 0)
@@ -241,7 +268,7 @@ def test_host_resize_keeps_the_centre_of_the_longer_side():
 def test_jpeg_draft_decoding_matches_a_full_resolution_resize():
   y, x = np.mgrid[0:240, 0:320]
   image = np.stack([x * 255 // 319, y * 255 // 239, (x + y) * 255 // 558], -1).astype(np.uint8)
-  out = prepare.decode_image(_encode(image, 'JPEG'), 30)
+  out = sources.decode_image(_encode(image, 'JPEG'), 30)
   full = Image.fromarray(image).resize((40, 30), Image.Resampling.BILINEAR).crop((5, 0, 35, 30))
   assert out.shape == (30, 30, 3)
   assert np.abs(out.astype(int) - np.asarray(full).astype(int)).mean() < 3
@@ -287,6 +314,143 @@ def test_bad_arguments_are_rejected(digits):
   with pytest.raises(ValueError, match='validation_size'):
     data.load('digits', validation_size=1437)
   assert data.load('digits', validation_size=0.5).info.num_validation == 718  # round(1436.5/2)
+
+
+def _decoding_threads() -> set[threading.Thread]:
+  return {t for t in threading.enumerate() if t.name.startswith(sources.DecodingPool.THREAD_NAME)}
+
+
+def test_decoding_threads_start_on_first_read_and_end_with_close_or_the_dataset(tfds_dir):
+  before = _decoding_threads()
+  lazy = data.load('imagenette', data_dir=tfds_dir, validation_size=2, image_size=16,
+                   num_threads=3)
+  assert _decoding_threads() == before  # nothing read yet: no threads
+  expected = lazy.train.gather(np.arange(10))['image']
+  started = _decoding_threads() - before
+  assert 1 <= len(started) <= 3
+  lazy.close()
+  assert not any(t.is_alive() for t in started)
+  # Closed, it still reads (on new threads), the same images.
+  with lazy:
+    np.testing.assert_array_equal(lazy.train.gather(np.arange(10))['image'], expected)
+    lazy.test.gather([0])
+  assert _decoding_threads() == before
+  # A dataset dropped without close ends its threads too.
+  dropped = data.load('imagenette', data_dir=tfds_dir, validation_size=2, image_size=16)
+  dropped.train.gather([0, 1])
+  started = _decoding_threads() - before
+  assert started
+  del dropped
+  gc.collect()
+  for thread in started:
+    thread.join(timeout=10)
+  assert _decoding_threads() == before
+  # In memory, the TFDS sources are read once and closed.
+  data.load('imagenette', data_dir=tfds_dir, validation_size=2, image_size=16, in_memory=True)
+  assert _decoding_threads() == before
+
+
+# ---------------------------------------------------------------- max_examples
+
+
+def _subset(small: data.Split, full: data.Split) -> bool:
+  return bool(np.isin(small.source_indices, full.source_indices).all())
+
+
+def test_max_examples_keeps_a_seeded_subset_of_each_split(digits):
+  capped = data.load('digits', max_examples=100, seed=5)
+  info = capped.info
+  assert (info.num_train, info.num_validation, info.num_test) == (100, 100, 100)
+  for small, full in zip((capped.train, capped.validation, capped.test),
+                         (digits.train, digits.validation, digits.test)):
+    assert len(small) == 100 and _subset(small, full)
+    assert len(np.unique(small.source_indices)) == 100
+  assert not np.intersect1d(capped.train.source_indices, capped.validation.source_indices).size
+  np.testing.assert_array_equal(capped.train.gather([7])['image'],
+                                digits.train.source.read(capped.train.source_indices[[7]])[0])
+  again = data.load('digits', max_examples=100, seed=5)
+  assert again.fingerprint == capped.fingerprint
+  other = data.load('digits', max_examples=100, seed=6)
+  assert not np.array_equal(other.train.source_indices, capped.train.source_indices)
+  # Spread over the split, not its first examples: digits' test indices run to 1796.
+  assert capped.test.source_indices.max() > np.sort(digits.test.source_indices)[150]
+  # A cap above a split's size keeps it whole; 0 keeps everything.
+  roomy = data.load('digits', max_examples=400)
+  assert (roomy.info.num_train, roomy.info.num_validation, roomy.info.num_test) == (400, 360, 360)
+  np.testing.assert_array_equal(roomy.test.source_indices, digits.test.source_indices)
+  assert data.load('digits', max_examples=0).fingerprint == digits.fingerprint
+  assert data.cap_examples(digits, 0) is digits
+  # Folds of a capped dataset cross-validate over its 200 non-test examples.
+  folds = data.cross_validation_folds(capped, 4)
+  np.testing.assert_array_equal(
+      np.sort(np.concatenate([f.validation.source_indices for f in folds])),
+      np.sort(np.concatenate([capped.train.source_indices, capped.validation.source_indices])))
+
+
+@pytest.mark.parametrize('bad', [-1, 2.5, True, '64'])
+def test_max_examples_must_be_a_count(bad):
+  with pytest.raises(ValueError, match=r'max_examples must be a count >= 0 \(0: every example\)'):
+    data.load('digits', max_examples=bad)
+
+
+def test_max_examples_reads_only_the_examples_kept(tfds_dir):
+  capped = data.load('cifar10', data_dir=tfds_dir, validation_size=10, max_examples=4)
+  assert (capped.info.num_train, capped.info.num_validation, capped.info.num_test) == (4, 4, 4)
+  assert isinstance(capped.train.source, sources.RecordSource)  # not all read into memory
+  full = data.load('cifar10', data_dir=tfds_dir, validation_size=10)
+  assert _subset(capped.train, full.train) and _subset(capped.test, full.test)
+  np.testing.assert_array_equal(capped.train.gather(np.arange(4))['image'],
+                                full.train.source.read(capped.train.source_indices)[0])
+  capped.close()
+
+
+# ---------------------------------------------------------------- synthetic:NAME
+
+
+def test_synthetic_name_is_shaped_like_the_dataset_at_its_size():
+  cifar = data.load('synthetic:cifar10', seed=2)
+  info = cifar.info
+  assert (info.name, info.num_classes, info.input_shape) == ('synthetic:cifar10', 10, (32, 32, 3))
+  assert (info.num_train, info.num_validation, info.num_test) == (45_000, 5000, 10_000)
+  assert cifar.preprocessing == data.Preprocessing('cifar', data.CIFAR10_MEAN, data.CIFAR10_STD)
+  batch = cifar.train.gather([0, 44_999])
+  assert batch['image'].shape == (2, 32, 32, 3) and batch['image'].dtype == np.uint8
+  labels = cifar.test.gather(np.arange(1000))['label']
+  assert labels.dtype == np.int32 and set(labels) == set(range(10))
+  # Deterministic given the seed, whatever is read before or with an example.
+  again = data.load('synthetic:cifar10', seed=2)
+  assert again.fingerprint == cifar.fingerprint
+  np.testing.assert_array_equal(again.test.gather([3, 1])['image'],
+                                cifar.test.gather([1, 3])['image'][::-1])
+  np.testing.assert_array_equal(again.test.gather([3, 1])['label'], labels[[3, 1]])
+  other = data.load('synthetic:cifar10', seed=3)
+  assert not np.array_equal(other.train.gather([0])['image'], batch['image'][:1])
+  # The config's validation_size, image_size and max_examples apply as to the real dataset.
+  nette = data.load('synthetic:imagenette', validation_size=100, image_size=64, max_examples=8)
+  assert nette.info.input_shape == (64, 64, 3) and nette.info.num_classes == 10
+  assert (nette.info.num_train, nette.info.num_validation, nette.info.num_test) == (8, 8, 8)
+  assert nette.train.gather([0])['image'].shape == (1, 73, 73, 3)  # stored at 64 / 0.875
+  assert nette.preprocess(nette.train.gather([0])['image']).shape == (1, 64, 64, 3)
+  digits = data.load('synthetic:digits')
+  assert digits.info.input_shape == (8, 8, 1) and digits.info.num_test == 360
+  image = digits.train.gather([0])['image']
+  assert image.dtype == np.float32 and 0.0 <= image.min() <= image.max() <= 1.0
+  assert len(data.cross_validation_folds(digits, 5)) == 5
+  imagenet = data.load('synthetic:imagenet2012', image_size=32)  # no memory for 1.3M images
+  assert (imagenet.info.num_train, imagenet.info.num_classes) == (1_271_167, 1000)
+
+
+def test_synthetic_names_are_checked():
+  data.check_name('synthetic:cifar100')
+  with pytest.raises(ValueError, match=r"built-in dataset NAME.*got 'cifar' \(did you mean "
+                     r"'synthetic:cifar10'\?\)"):
+    data.check_name('synthetic:cifar')
+  with pytest.raises(ValueError, match="got ''"):
+    data.load('synthetic:')
+  with pytest.raises(ValueError, match='fixed image size'):
+    data.load('synthetic:cifar10', image_size=64)
+  with pytest.raises(ValueError, match="'synthetic:NAME'"):
+    data.check_name('cifar11')
 
 
 # ---------------------------------------------------------------- augmentation
@@ -358,6 +522,21 @@ def test_normalize():
   np.testing.assert_allclose(out[0, 0, 0], expected, rtol=1e-6)
   np.testing.assert_allclose(data.normalize(np.ones((1, 1, 1, 3), np.float32), data.IMAGENET_MEAN,
                                             data.IMAGENET_STD)[0, 0, 0], expected, rtol=1e-6)
+
+
+def test_synthetic_examples_made_when_read_equal_those_held_in_memory():
+  sizes = dict(num_train=5, num_validation=2, num_test=3, seed=4)
+  for name in ('cifar100', 'digits'):
+    held = data.synthetic(name, **sizes)
+    made = data.synthetic(name, in_memory=False, **sizes)
+    assert isinstance(held.train.source, sources.ArraySource)
+    assert isinstance(made.train.source, sources.RandomSource)
+    assert held.fingerprint == made.fingerprint
+    for a, b in zip((held.train, held.validation, held.test),
+                    (made.train, made.validation, made.test)):
+      for key in ('image', 'label'):
+        np.testing.assert_array_equal(a.gather(np.arange(len(a)))[key],
+                                      b.gather(np.arange(len(b)))[key])
 
 
 def test_synthetic_dataset_is_shaped_like_the_real_one_and_reproducible():

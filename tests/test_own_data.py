@@ -1,6 +1,10 @@
 """Your own data: arrays, .npz files and any TFDS image-classification dataset, with one clear
 error per mistake."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -9,6 +13,7 @@ from actbench.engine import data, train
 from configs import quickstart
 
 RNG = np.random.default_rng(0)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _arrays(n, shape=(5,), classes=3, dtype=np.float32):
@@ -96,7 +101,8 @@ def test_npz_files_load_like_their_arrays(tmp_path):
   config.seed = 1
   assert train.load_dataset(config).fingerprint == direct.fingerprint
   np.savez(tmp_path / "bad.npz", x_train=x, labels=y)
-  with pytest.raises(data.DataError, match=r"must hold x_train and y_train.*\['labels', 'x_train'\]"):
+  with pytest.raises(data.DataError,
+                     match=r"must hold x_train and y_train.*\['labels', 'x_train'\]"):
     data.load(f"npz:{tmp_path / 'bad.npz'}")
   np.savez(tmp_path / "half.npz", x_train=x, y_train=y, x_test=xt)
   with pytest.raises(data.DataError, match="only one of x_test and y_test"):
@@ -143,3 +149,44 @@ def test_grayscale_tfds_images_keep_one_channel_pixel_exact(tmp_path):
   positions = ds.train.source_indices[:3]
   np.testing.assert_array_equal(ds.train.gather(np.arange(3))["image"],
                                 np.stack([reference[int(i)]["image"] for i in positions]))
+
+
+def test_folds_refuse_an_npz_validation_split_and_carve_from_train(tmp_path):
+  x, y = _arrays(30, (8, 8, 1))
+  xv, yv = _arrays(6, (8, 8, 1))
+  np.savez(tmp_path / "given.npz", x_train=x, y_train=y, x_validation=xv, y_validation=yv)
+  config = quickstart.get_config("smoke")
+  config.dataset.name = f"npz:{tmp_path / 'given.npz'}"
+  config.dataset.folds = 3
+  given = train.load_dataset(config)
+  with pytest.raises(data.DataError, match=r"^npz:given.npz: cross-validation would train on "
+                     r"the validation split you gave .*config.dataset.folds = 0"):
+    train.folds_of(config, given)
+  config.dataset.folds = 0
+  assert train.folds_of(config, given) == [given]  # validated on as given
+  # The same 36 examples as train: each validates in exactly one of the 3 folds.
+  np.savez(tmp_path / "pooled.npz", x_train=np.concatenate([x, xv]),
+           y_train=np.concatenate([y, yv]))
+  config.dataset.name = f"npz:{tmp_path / 'pooled.npz'}"
+  config.dataset.folds = 3
+  folds = train.folds_of(config, train.load_dataset(config))
+  validated = np.concatenate([f.validation.gather(np.arange(len(f.validation)))["image"]
+                              for f in folds]).reshape(36, -1)
+  everything = np.concatenate([x, xv]).reshape(36, -1)
+  np.testing.assert_array_equal(validated[np.lexsort(validated.T)],
+                                everything[np.lexsort(everything.T)])
+
+
+def test_launcher_names_the_folds_mistake_in_one_line(tmp_path):
+  x, y = _arrays(30, (8, 8, 1), classes=10)
+  np.savez(tmp_path / "given.npz", x_train=x, y_train=y, x_validation=x[:6], y_validation=y[:6])
+  process = subprocess.run(
+      [sys.executable, "-m", "actbench.main", "--config=configs/quickstart.py:smoke",
+       "--config.mode=train", f"--config.dataset.name=npz:{tmp_path / 'given.npz'}",
+       "--config.dataset.folds=3", f"--workdir={tmp_path / 'work'}"],
+      cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True,
+      check=False)
+  assert process.returncode == 1, process.stderr[-3000:]
+  errors = [line for line in process.stderr.splitlines() if line.startswith("actbench: error")]
+  assert len(errors) == 1 and "Traceback" not in process.stderr
+  assert "validation split you gave" in errors[0] and "config.dataset.folds = 0" in errors[0]

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import tarfile
+import threading
 import urllib.request
 
 import numpy as np
@@ -17,7 +18,7 @@ import pytest
 from PIL import Image
 
 from actbench import prepare as cli
-from actbench.engine import prepare
+from actbench.engine import prepare, sources
 from tests.test_fetch import OFFLINE_URL, Server
 
 # The label order of TFDS's imagenette (its ClassLabel names file), written out independently.
@@ -57,8 +58,8 @@ def _cifar(path, name: str, counts: dict[str, int], seed: int = 0):
   folder = member.split("/")[0]
   members[f"{folder}/readme.html"] = b"<html>not data</html>"
   order = list(rng.permutation(sorted(members)))  # not the splits' order
-  expected = {split: (np.concatenate(i), np.concatenate(l))
-              for split, (i, l) in expected.items() if l}
+  expected = {split: (np.concatenate(images), np.concatenate(labels))
+              for split, (images, labels) in expected.items() if labels}
   return _tar_gz(path, members, order), expected
 
 
@@ -91,6 +92,21 @@ def _imagenette(path, seed=0):
   members["imagenette-160/readme.md"] = b"# imagenette"
   order = list(rng.permutation(sorted(members)))
   return _tar_gz(path, members, order), {s: sorted(e) for s, e in expected.items()}
+
+
+def _resized(data: bytes, size: int) -> np.ndarray:
+  """An image's shorter side resized to `size` (bilinear) and its centre `size` square, by PIL
+  alone: what reading a prepared Imagenette split at image_size=size must give."""
+  image = Image.open(io.BytesIO(data)).convert("RGB")
+  scale = size / min(image.size)
+  width, height = (max(size, round(side * scale)) for side in image.size)
+  left, top = (width - size) // 2, (height - size) // 2
+  image = image.resize((width, height), Image.Resampling.BILINEAR)
+  return np.asarray(image.crop((left, top, left + size, top + size)))
+
+
+def _decoding_threads() -> set[threading.Thread]:
+  return {t for t in threading.enumerate() if t.name.startswith(sources.DecodingPool.THREAD_NAME)}
 
 
 def _sha(path) -> str:
@@ -194,8 +210,12 @@ def test_imagenette_keeps_the_jpeg_bytes_and_tfds_labels(tmp_path, no_network):
   os.replace(archive, prepare.archive_path("imagenette", data_dir))
   prepare.prepare("imagenette", data_dir=data_dir,
                   sha256=_sha(prepare.archive_path("imagenette", data_dir)), progress=False)
+  threads = _decoding_threads()
   for split, examples in expected.items():
-    for size in (None, 16, 23):
+    # Images are at most 47 pixels a side: at sizes above half of that, JPEG draft mode decodes
+    # at full scale, so PIL's full decode is the exact reference (draft's reduced-scale
+    # decoding is compared with a full resize in test_data.py).
+    for size in (None, 24, 31):
       source = prepare.open_split("imagenette", split, data_dir, image_size=size, num_threads=2)
       assert len(source) == len(examples)
       assert [source.encoded(i) for i in range(len(source))] == [e[1] for e in examples]
@@ -206,13 +226,19 @@ def test_imagenette_keeps_the_jpeg_bytes_and_tfds_labels(tmp_path, no_network):
           reference = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
           np.testing.assert_array_equal(image[0], reference)
           assert labels.tolist() == [label]
+        source.close()
         continue
       order = np.array([3, 0, len(examples) - 1, 1])
       images, labels = source.read(order)
       assert images.shape == (4, size, size, 3) and images.dtype == np.uint8
       for image, i in zip(images, order):
-        np.testing.assert_array_equal(image, prepare.decode_image(examples[i][1], size))
+        np.testing.assert_array_equal(image, _resized(examples[i][1], size))
       assert labels.dtype == np.int32 and labels.tolist() == [examples[i][2] for i in order]
+      assert len(_decoding_threads() - threads) <= 2
+      source.close()  # its 2 decoding threads end; reading starts them again
+      assert _decoding_threads() == threads
+      np.testing.assert_array_equal(source.read(order[:1])[0][0], images[0])
+      source.close()
   with open(os.path.join(prepare.prepared_dir("imagenette", data_dir), "train_files.txt"),
             encoding="utf-8") as f:
     assert f.read().split() == [e[0] for e in expected["train"]]

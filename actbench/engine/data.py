@@ -19,15 +19,20 @@ split); `cifar10`, `cifar100` (held in memory as uint8) and `imagenette` (160px 
 read lazily by index), prepared by `python -m actbench.prepare NAME` or automatically on first
 use, without TensorFlow; `imagenet2012` (TFDS array_record, built by hand); `npz:PATH` (arrays
 x_train, y_train and optionally x_validation, y_validation, x_test, y_test); `tfds:NAME` (any
-TFDS image-classification dataset prepared as array_record). ImageNet-like images are decoded,
-their shorter side resized to image_size / 0.875 and centre-cropped to a square, so batches
-stack. The validation split is carved from the training split by `seed` unless given; test
-accuracy uses the official test split, or the official validation split where there is no test
-split (Imagenette, ImageNet).
+TFDS image-classification dataset prepared as array_record); `synthetic:NAME` (random examples
+shaped like built-in dataset NAME, as many, made when read: a config tried without its data).
+ImageNet-like images are decoded, their shorter side resized to image_size / 0.875 and
+centre-cropped to a square, so batches stack. The validation split is carved from the training
+split by `seed` unless given; test accuracy uses the official test split, or the official
+validation split where there is no test split (Imagenette, ImageNet). `max_examples` keeps a
+few examples of each split, for a quick run on a large dataset. Cross-validation pools train
+and a carved validation split only: a validation split the user gave is never trained on.
 
 Inputs may be images (H, W, C) or vectors (d,): the method's scope is classification (integer
 labels, softmax outputs), since the Fisher features use the softmax predictive distribution.
-`synthetic(name)` holds random images shaped like a dataset's, for speed benchmarks.
+`synthetic(name)` holds random images shaped like a dataset's, for speed benchmarks. Sources
+decode on threads of their own, started on first read and ended by `Dataset.close()` (or
+`with data.load(...) as ds:`) or when the dataset is garbage collected.
 """
 
 from __future__ import annotations
@@ -39,11 +44,12 @@ import functools
 import hashlib
 import math
 import os
-from typing import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import jax
 import numpy as np
 
+from actbench import errors
 from actbench.engine import augment, prepare, sources
 from actbench.engine.transforms import (RESIZE_RATIO, center_crop, normalize, pad_crop_flip,
                                         random_flip, random_resized_crop, to_unit_float)
@@ -55,7 +61,8 @@ CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 _DIGITS_SEED = 20_231_210  # fixes the digits split, whatever the user's seed
-_CARVE, _SHUFFLE, _FOLDS = 1, 2, 3  # hash domains: validation carving, epoch shuffling, folds
+# Hash domains: validation carving, epoch shuffling, folds, max_examples.
+_CARVE, _SHUFFLE, _FOLDS, _CAP = 1, 2, 3, 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,6 +86,7 @@ class _Spec:
   validation_size: int  # default count carved from train
   image_size: int  # default network input side
   in_memory: bool  # default
+  sizes: tuple[int, int]  # examples of train (validation carved from it) and test
   manual: bool = False  # source files must be downloaded by hand
 
 
@@ -86,19 +94,23 @@ _CIFAR10 = Preprocessing('cifar', CIFAR10_MEAN, CIFAR10_STD)
 _CIFAR100 = Preprocessing('cifar', CIFAR100_MEAN, CIFAR100_STD)
 _IMAGENET = Preprocessing('imagenet', IMAGENET_MEAN, IMAGENET_STD)
 _SPECS = {
-    'digits': _Spec(None, 10, 'test', Preprocessing(), 360, 8, True),
-    'cifar10': _Spec('cifar10', 10, 'test', _CIFAR10, 5000, 32, True),
-    'cifar100': _Spec('cifar100', 100, 'test', _CIFAR100, 5000, 32, True),
-    'imagenette': _Spec('imagenette/160px', 10, 'validation', _IMAGENET, 947, 128, False),
+    'digits': _Spec(None, 10, 'test', Preprocessing(), 360, 8, True, (1437, 360)),
+    'cifar10': _Spec('cifar10', 10, 'test', _CIFAR10, 5000, 32, True, (50_000, 10_000)),
+    'cifar100': _Spec('cifar100', 100, 'test', _CIFAR100, 5000, 32, True, (50_000, 10_000)),
+    'imagenette': _Spec('imagenette/160px', 10, 'validation', _IMAGENET, 947, 128, False,
+                        (9469, 3925)),
     'imagenet2012': _Spec('imagenet2012', 1000, 'validation', _IMAGENET, 10_000, 224, False,
-                          manual=True),
+                          (1_281_167, 50_000), manual=True),
 }
 DATASETS = tuple(_SPECS)
-PREFIXES = ('npz:', 'tfds:')  # names of the user's own data: 'npz:PATH', 'tfds:NAME'
+# Names of other data: 'npz:PATH' and 'tfds:NAME' (yours), 'synthetic:NAME' (random examples
+# shaped like built-in dataset NAME, at its size).
+PREFIXES = ('npz:', 'tfds:', 'synthetic:')
 
 
-class DataError(ValueError):
-  """The user's data cannot be used: the message names the split and what is wrong."""
+class DataError(errors.InputError, ValueError):
+  """The data asked for cannot be used: the message says what is wrong and where (the split,
+  the argument)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,12 +160,17 @@ def batch_indices(num_examples: int, batch_size: int, seed: int, epoch: int) -> 
 
 
 class Split:
-  """One split: examples at positions 0..num_examples-1, gathered into batches on the host."""
+  """One split: examples at positions 0..num_examples-1, gathered into batches on the host.
 
-  def __init__(self, name: str, source, indices: np.ndarray):
+  `carved`: the split was carved from the training examples (a validation split drawn by
+  `seed`, a fold), not given apart by the user; only such a validation split may be pooled
+  back into train by cross-validation."""
+
+  def __init__(self, name: str, source, indices: np.ndarray, *, carved: bool = False):
     self.name = name
     self._source = source
     self.source_indices = np.asarray(indices, np.int64)  # where each example sits in its source
+    self.carved = carved
 
   @property
   def source(self):
@@ -262,6 +279,19 @@ class Dataset:
       x = center_crop(x, size=self.info.input_shape[0], crop_fraction=crop_fraction)
     return normalize(x, self.preprocessing.mean, self.preprocessing.std)
 
+  def close(self) -> None:
+    """Ends the threads the splits' sources decode on; the dataset can still be read (they
+    start again). `with data.load(...) as dataset:` closes it on leaving."""
+    splits = (self.train, self.validation, self.test)
+    for source in {id(split.source): split.source for split in splits}.values():
+      source.close()
+
+  def __enter__(self) -> Dataset:
+    return self
+
+  def __exit__(self, *exc_info) -> None:
+    self.close()
+
   def __repr__(self) -> str:
     return f'Dataset({self.info})'
 
@@ -270,11 +300,11 @@ def _validation_count(validation_size: int | float, pool: int) -> int:
   count = validation_size
   if isinstance(validation_size, float):
     if not 0.0 <= validation_size < 1.0:
-      raise ValueError(f'a fractional validation_size must be in [0, 1), got {validation_size}')
+      raise DataError(f'a fractional validation_size must be in [0, 1), got {validation_size}')
     count = round(validation_size * pool)
   if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or not 0 <= count < pool:
-    raise ValueError(f'validation_size must be a count in [0, {pool}) or a fraction, '
-                     f'got {validation_size!r}')
+    raise DataError(f'validation_size must be a count in [0, {pool}) or a fraction, '
+                    f'got {validation_size!r}')
   return int(count)
 
 
@@ -283,7 +313,7 @@ def _carve(source, pool: np.ndarray, validation_size, seed: int) -> tuple[Split,
   count = _validation_count(validation_size, len(pool))
   carve = _permutation(len(pool), _CARVE, seed)
   return (Split('train', source, np.sort(pool[carve[count:]])),
-          Split('validation', source, np.sort(pool[carve[:count]])))
+          Split('validation', source, np.sort(pool[carve[:count]]), carved=True))
 
 
 def cross_validation_folds(dataset: Dataset, num_folds: int, *, seed: int = 0) -> list[Dataset]:
@@ -292,11 +322,20 @@ def cross_validation_folds(dataset: Dataset, num_folds: int, *, seed: int = 0) -
   one), each training on the rest; the test split is shared. Which example goes to which fold
   depends only on `seed`.
 
-  Raises DataError when the two splits come from different sources (validation arrays given
-  apart from train): pool them into one `from_arrays(train=...)` instead."""
+  Only a validation split carved from train is pooled (every built-in and TFDS dataset's, and
+  your own data's without validation arrays): a validation split you gave (`from_arrays(
+  validation=...)`, x_validation in an .npz) raises DataError rather than being trained on.
+  Put those examples into train to cross-validate over them, or validate on them without
+  folds."""
   if isinstance(num_folds, bool) or not isinstance(num_folds, (int, np.integer)) or num_folds < 2:
     raise DataError(f'cross-validation needs at least 2 folds, got {num_folds!r}')
   train, validation = dataset.train, dataset.validation
+  if not validation.carved:
+    raise DataError(
+        f'{dataset.info.name}: cross-validation would train on the validation split you gave '
+        '(validation arrays, or x_validation in an .npz file). To cross-validate over those '
+        'examples, give them as part of train (the folds carve every validation split); to '
+        'validate on them as given, do not cross-validate (config.dataset.folds = 0)')
   if train.source is not validation.source:
     raise DataError(f'{dataset.info.name}: cross-validation pools the train and validation '
                     'splits, which here come from different sources; give your arrays as '
@@ -310,7 +349,7 @@ def cross_validation_folds(dataset: Dataset, num_folds: int, *, seed: int = 0) -
   folds = []
   for fold in range(num_folds):
     fold_train = Split('train', train.source, pool[fold_of != fold])
-    fold_validation = Split('validation', train.source, pool[fold_of == fold])
+    fold_validation = Split('validation', train.source, pool[fold_of == fold], carved=True)
     info = dataclasses.replace(dataset.info, num_train=len(fold_train),
                                num_validation=len(fold_validation))
     folds.append(Dataset(info, fold_train, fold_validation, dataset.test,
@@ -319,22 +358,37 @@ def cross_validation_folds(dataset: Dataset, num_folds: int, *, seed: int = 0) -
 
 
 def check_name(name: str) -> None:
-  """Raises ValueError unless `name` is a built-in dataset, 'npz:PATH' or 'tfds:NAME'."""
-  if not str(name).startswith(PREFIXES):
-    _spec_and_size(str(name), None)
+  """Raises DataError (a ValueError) unless `name` is a built-in dataset, 'synthetic:NAME'
+  of one, 'npz:PATH' or 'tfds:NAME'."""
+  name = str(name)
+  if name.startswith('synthetic:'):
+    _synthetic_spec(name[len('synthetic:'):])
+  elif not name.startswith(PREFIXES):
+    _spec_and_size(name, None)
+
+
+def _synthetic_spec(name: str) -> _Spec:
+  """The spec of built-in dataset `name` of 'synthetic:NAME', or a DataError."""
+  if name not in _SPECS:
+    close = difflib.get_close_matches(name, DATASETS, n=1)
+    hint = f' (did you mean {"synthetic:" + close[0]!r}?)' if close else ''
+    raise DataError(f"'synthetic:NAME' takes a built-in dataset NAME, one of {DATASETS}; got "
+                    f'{name!r}{hint}')
+  return _SPECS[name]
 
 
 def _spec_and_size(name: str, image_size: int | None) -> tuple[_Spec, int]:
-  """The spec of dataset `name` and its network input side, or a ValueError saying what is
+  """The spec of dataset `name` and its network input side, or a DataError saying what is
   wrong with the arguments."""
   if name not in _SPECS:
     close = difflib.get_close_matches(name, DATASETS, n=1)
     hint = f' (did you mean {close[0]!r}?)' if close else ''
-    raise ValueError(f'unknown dataset {name!r}{hint}; choose one of {DATASETS}, '
-                     "'npz:PATH' (your arrays) or 'tfds:NAME' (any TFDS image classification)")
+    raise DataError(f'unknown dataset {name!r}{hint}; choose one of {DATASETS}, '
+                    "'npz:PATH' (your arrays), 'tfds:NAME' (any TFDS image classification) or "
+                    "'synthetic:NAME' (random examples shaped like built-in dataset NAME)")
   spec = _SPECS[name]
   if image_size is not None and spec.preprocessing.augmentation != 'imagenet':
-    raise ValueError(f'{name} has a fixed image size; image_size applies to ImageNet-like data')
+    raise DataError(f'{name} has a fixed image size; image_size applies to ImageNet-like data')
   return spec, image_size or spec.image_size
 
 
@@ -342,29 +396,46 @@ def load(name: str = 'digits', *, data_dir: str | os.PathLike | None = None,
          validation_size: int | float | None = None, seed: int = 0,
          image_size: int | None = None, in_memory: bool | None = None,
          num_threads: int | None = None, download: bool = True, image_key: str = 'image',
-         label_key: str = 'label', progress: bool = True) -> Dataset:
+         label_key: str = 'label', max_examples: int = 0, progress: bool = True) -> Dataset:
   """Loads a dataset with a validation split carved from train by `seed`.
 
   Args:
     name: 'digits' (default, offline), 'cifar10', 'cifar100', 'imagenette', 'imagenet2012',
-      'npz:PATH' or 'tfds:NAME' (see the module docstring).
+      'npz:PATH', 'tfds:NAME' or 'synthetic:NAME' (see the module docstring).
     data_dir: where prepared datasets live (actbench's under `<data_dir>/actbench/`, TFDS's as
       TFDS lays them out); None: $TFDS_DATA_DIR or ~/tensorflow_datasets.
     validation_size: examples carved from train, a count or a fraction; None: the dataset's
       default (digits 360, CIFAR 5000, Imagenette 947, ImageNet 10000, your own data 10%).
-    seed: decides which training examples form the validation split. Digits ignore it: their
-      split is fixed.
+    seed: decides which training examples form the validation split (and which examples
+      max_examples keeps). Digits ignore it for their split: it is fixed.
     image_size: network input side of ImageNet-like datasets (default 128 Imagenette,
       224 ImageNet; needed for 'tfds:NAME' datasets whose images vary in size).
-    in_memory: read everything into numpy arrays now (default: digits and CIFAR only).
+    in_memory: read everything into numpy arrays now (default: digits and CIFAR only, and
+      nothing with max_examples: only the examples kept are ever read).
     num_threads: host decoding threads (default: min(16, cpu count)).
     download: prepare cifar10, cifar100 or imagenette (download and convert) when missing;
       False raises DatasetNotFoundError instead.
     image_key, label_key: the feature names of a 'tfds:NAME' dataset.
+    max_examples: keep at most this many examples of each split (0: all), drawn by `seed`
+      after the validation split is carved: a quick run on a large dataset
+      (`cap_examples`).
     progress: progress bars while preparing a dataset.
   """
   if not isinstance(name, str):
-    raise ValueError(f'a dataset name must be a string, got {name!r}')
+    raise DataError(f'a dataset name must be a string, got {name!r}')
+  _check_max_examples(max_examples)
+  if max_examples and in_memory is None:
+    in_memory = False
+  dataset = _load(name, data_dir, validation_size, seed, image_size, in_memory, num_threads,
+                  download, image_key, label_key, progress)
+  return cap_examples(dataset, max_examples, seed=seed)
+
+
+def _load(name, data_dir, validation_size, seed, image_size, in_memory, num_threads, download,
+          image_key, label_key, progress) -> Dataset:
+  """`load` without max_examples."""
+  if name.startswith('synthetic:'):
+    return _load_synthetic(name[len('synthetic:'):], validation_size, seed, image_size)
   if name.startswith('npz:'):
     return load_npz(name[len('npz:'):], validation_size=validation_size, seed=seed)
   data_dir = os.fspath(data_dir) if data_dir is not None else prepare.default_data_dir()
@@ -396,12 +467,12 @@ def load(name: str = 'digits', *, data_dir: str | os.PathLike | None = None,
 
 def _tfds_sources(name, tfds_name, splits, data_dir, stored, threads, *, manual=False,
                   image_key='image', label_key='label', channels=3):
-  """Sources of TFDS array_record splits, decoded (at `stored` side, if given) on threads."""
-  executor = concurrent.futures.ThreadPoolExecutor(threads)
+  """Sources of TFDS array_record splits, each decoded (at `stored` side, if given) on
+  `threads` threads of its own."""
   opened = [sources.open_tfds(name, tfds_name, split, data_dir, image_key=image_key,
                               manual=manual) for split in splits]
   return tuple(sources.RecordSource(
-      source, stored, executor, identity=sources.tfds_identity(source, tfds_name, split),
+      source, stored, threads, identity=sources.tfds_identity(source, tfds_name, split),
       image_key=image_key, label_key=label_key, channels=channels)
                for source, split in zip(opened, splits))
 
@@ -427,13 +498,24 @@ def _builtin_sources(name, spec, data_dir, stored, threads, download, progress):
                for split in ('train', 'test'))
 
 
+def _load_synthetic(name, validation_size, seed, image_size) -> Dataset:
+  """'synthetic:NAME': random examples shaped like built-in dataset NAME, as many as it has
+  (made when read), the validation split as large as NAME's."""
+  spec = _synthetic_spec(name)
+  num_train, num_test = spec.sizes
+  default_count = spec.validation_size if validation_size is None else validation_size
+  count = _validation_count(default_count, num_train)
+  return synthetic(name, num_train=num_train - count, num_validation=count, num_test=num_test,
+                   image_size=image_size, seed=seed, in_memory=False)
+
+
 def _load_tfds(name, data_dir, validation_size, seed, image_size, in_memory, threads, image_key,
                label_key) -> Dataset:
   """Any TFDS image-classification dataset prepared as array_record ('tfds:NAME'): test is its
   'test' split, else its 'validation' split; images of varying size need `image_size`."""
   tfds_name = name[len('tfds:'):]
   if not tfds_name:
-    raise ValueError("'tfds:' needs a dataset name, e.g. 'tfds:mnist' or 'tfds:imagenette/320px'")
+    raise DataError("'tfds:' needs a dataset name, e.g. 'tfds:mnist' or 'tfds:imagenette/320px'")
   info = getattr(sources.open_tfds(name, tfds_name, 'train', data_dir, image_key=image_key),
                  'dataset_info', None)
   features = info.features if info is not None else {}
@@ -507,8 +589,9 @@ def from_arrays(train, validation=None, test=None, *, num_classes: int | None = 
   Args:
     train, validation, test: (inputs, labels) pairs. Inputs are images (N, H, W, C) or vectors
       (N, d), float (used as they are) or uint8 (scaled to [0, 1]); labels are class indices
-      (N,). Without `validation`, `validation_size` of train is carved out by `seed`; without
-      `test`, the test split is empty (nothing is reported for it).
+      (N,). Without `validation`, `validation_size` of train is carved out by `seed`; a
+      `validation` given is kept apart (`cross_validation_folds` refuses to train on it);
+      without `test`, the test split is empty (nothing is reported for it).
     num_classes: default the largest label + 1.
     validation_size: a count or a fraction of train (default 0.1); only without `validation`.
     seed: which training examples form the validation split.
@@ -556,6 +639,34 @@ def from_arrays(train, validation=None, test=None, *, num_classes: int | None = 
   return Dataset(info, train_split, validation_split, test_split, Preprocessing())
 
 
+def _check_max_examples(max_examples) -> None:
+  if isinstance(max_examples, bool) or not isinstance(max_examples, (int, np.integer)) or (
+      max_examples < 0):
+    raise DataError(f'max_examples must be a count >= 0 (0: every example), got '
+                    f'{max_examples!r}')
+
+
+def cap_examples(dataset: Dataset, max_examples: int, *, seed: int = 0) -> Dataset:
+  """`dataset` with each split cut to at most `max_examples` examples (0: all, `dataset`
+  itself), drawn by `seed` in an order of each split's own: a split stored class by class
+  (Imagenette) keeps its classes mixed. Subsets of disjoint splits stay disjoint."""
+  _check_max_examples(max_examples)
+  if not max_examples:
+    return dataset
+
+  def cap(split: Split, domain: int) -> Split:
+    if len(split) <= max_examples:
+      return split
+    kept = np.sort(_permutation(len(split), _CAP, seed, domain)[:max_examples])
+    return Split(split.name, split.source, split.source_indices[kept], carved=split.carved)
+
+  train, validation, test = (cap(split, domain) for domain, split in enumerate(
+      (dataset.train, dataset.validation, dataset.test)))
+  info = dataclasses.replace(dataset.info, num_train=len(train), num_validation=len(validation),
+                             num_test=len(test))
+  return Dataset(info, train, validation, test, dataset.preprocessing)
+
+
 _NPZ_SPLITS = ('train', 'validation', 'test')
 
 
@@ -588,23 +699,32 @@ def load_npz(path: str | os.PathLike, *, validation_size: int | float | None = N
 
 
 def synthetic(name: str = 'imagenet2012', *, num_train: int = 512, num_validation: int = 64,
-              num_test: int = 64, image_size: int | None = None, seed: int = 0) -> Dataset:
-  """Random uint8 images and labels shaped like dataset `name` (in memory, nothing to
-  download): for benchmarks of speed and memory, and for trying a config without its data.
-  ImageNet-like images are stored at image_size / 0.875, as `load` stores them."""
+              num_test: int = 64, image_size: int | None = None, seed: int = 0,
+              in_memory: bool = True) -> Dataset:
+  """Random images and labels shaped like built-in dataset `name`, with its classes and
+  preprocessing (nothing to download): for benchmarks of speed and memory, and for trying a
+  config without its data (`load('synthetic:NAME')`, at the dataset's size). ImageNet-like
+  images are stored at image_size / 0.875, as `load` stores them; digits are float images in
+  [0, 1], the others uint8. The same seed and sizes give the same examples.
+
+  in_memory: hold the examples in arrays (reading never limits a benchmark's step); False
+  makes each when read (`sources.RandomSource`), so any number of them takes no memory."""
   spec, size = _spec_and_size(name, image_size)
-  imagenet = spec.preprocessing.augmentation == 'imagenet'
-  stored = round(size / RESIZE_RATIO) if imagenet else size
+  stored = round(size / RESIZE_RATIO) if spec.preprocessing.augmentation == 'imagenet' else size
   channels = 1 if name == 'digits' else 3
-  rng = np.random.default_rng(seed)
   total = num_train + num_validation + num_test
-  images = rng.integers(0, 256, (total, stored, stored, channels), np.uint8)
-  if name == 'digits':  # digits are float images in [0, 1]
-    images = images.astype(np.float32) / 255.0
-  source = sources.ArraySource(images, rng.integers(0, spec.num_classes, total))
+  shape = (stored, stored, channels)
+  source = sources.RandomSource(
+      total, shape, spec.num_classes, seed=seed, float_images=name == 'digits',
+      identity=f'synthetic:{name}:{seed}:{total}x{"x".join(map(str, shape))}')
+  if in_memory:
+    source = sources.load_all(source)
   bounds = np.cumsum([0, num_train, num_validation, num_test])
-  splits = [Split(split, source, np.arange(bounds[i], bounds[i + 1]))
-            for i, split in enumerate(('train', 'validation', 'test'))]
-  info = DatasetInfo(name, spec.num_classes, (size, size, channels), num_train, num_validation,
-                     num_test)
-  return Dataset(info, *splits, spec.preprocessing)
+  # Independent random examples: a block of them is as good a validation split as one drawn
+  # by a seed, so folds may pool it.
+  train, validation, test = (
+      Split(split, source, np.arange(bounds[i], bounds[i + 1]), carved=split == 'validation')
+      for i, split in enumerate(('train', 'validation', 'test')))
+  info = DatasetInfo(f'synthetic:{name}', spec.num_classes, (size, size, channels), num_train,
+                     num_validation, num_test)
+  return Dataset(info, train, validation, test, spec.preprocessing)

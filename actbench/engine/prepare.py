@@ -31,14 +31,12 @@ files sorted by their path in the archive.
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import dataclasses
 import datetime
 import fnmatch
 import gzip
 import importlib.util
-import io
 import json
 import os
 import posixpath
@@ -51,14 +49,15 @@ import zlib
 import numpy as np
 import tqdm
 
-from actbench.engine import fetch
+from actbench import errors
+from actbench.engine import fetch, sources
 
 PREPARABLE = ("cifar10", "cifar100", "imagenette")
 SPLITS = ("train", "test")
 FORMAT_VERSION = 1  # bump when the prepared files change: older directories are rebuilt
 
 
-class PrepareError(OSError):
+class PrepareError(errors.InputError, OSError):
   """A dataset cannot be prepared or read; the message says what is wrong and what to do."""
 
 
@@ -425,22 +424,6 @@ def prepare(name: str, *, data_dir=None, url: str | None = None, sha256: str | N
 # ---------------------------------------------------------------- reading
 
 
-def decode_image(data: bytes, size: int | None) -> np.ndarray:
-  """An encoded image as uint8 RGB; with `size`, shorter side resized to `size`, centre crop."""
-  from PIL import Image  # pylint: disable=g-import-not-at-top  # encoded images only
-  image = Image.open(io.BytesIO(data))
-  if size is not None:
-    image.draft("RGB", (size, size))  # JPEG: decode at a reduced scale that still covers size
-  image = image.convert("RGB")
-  if size is not None:
-    w, h = image.size
-    w, h = max(size, round(w * size / min(w, h))), max(size, round(h * size / min(w, h)))
-    image = image.resize((w, h), Image.Resampling.BILINEAR)
-    left, top = (w - size) // 2, (h - size) // 2
-    image = image.crop((left, top, left + size, top + size))
-  return np.asarray(image)
-
-
 class ArraySplit:
   """A prepared CIFAR split: images memory-mapped from disk, labels in memory."""
 
@@ -457,10 +440,14 @@ class ArraySplit:
     indices = np.asarray(indices, np.int64)
     return np.asarray(self.images[indices]), self.labels[indices]
 
+  def close(self) -> None:
+    """Nothing to end: reading a memory map needs no threads."""
+
 
 class JpegSplit:
   """A prepared Imagenette split: the original JPEG bytes, decoded at read time on a thread
-  pool (so any image size works, and JPEG draft mode makes small sizes cheap)."""
+  pool (so any image size works, and JPEG draft mode makes small sizes cheap), which `close`
+  ends (a later read starts it again)."""
 
   def __init__(self, directory: str, split: str, size: int | None, num_threads: int | None,
                identity: str = ""):
@@ -469,7 +456,7 @@ class JpegSplit:
     self.labels = np.load(os.path.join(directory, f"{split}_labels.npy"))
     self._index = np.load(os.path.join(directory, f"{split}_index.npy"))
     self._data = np.memmap(os.path.join(directory, f"{split}_images.bin"), np.uint8, "r")
-    self._pool = concurrent.futures.ThreadPoolExecutor(num_threads or min(16, os.cpu_count() or 1))
+    self._pool = sources.DecodingPool(num_threads or min(16, os.cpu_count() or 1))
 
   def __len__(self) -> int:
     return len(self.labels)
@@ -486,8 +473,11 @@ class JpegSplit:
     if not len(indices):
       side = self.size or 0
       return np.zeros((0, side, side, 3), np.uint8), self.labels[indices]
-    images = self._pool.map(lambda i: decode_image(self.encoded(i), self.size), indices)
-    return np.stack(list(images)), self.labels[indices]
+    images = self._pool.map(lambda i: sources.decode_image(self.encoded(i), self.size), indices)
+    return np.stack(images), self.labels[indices]
+
+  def close(self) -> None:
+    self._pool.close()
 
 
 def open_split(name: str, split: str, data_dir=None, *, image_size: int | None = None,

@@ -368,7 +368,7 @@ def load_dataset(config, *, progress: bool = True) -> data_lib.Dataset:
   """`data.load` with the fields of config.dataset."""
   cfg = config.dataset
   kwargs = {k: cfg[k] for k in ("data_dir", "validation_size", "image_size", "image_key",
-                                "label_key") if cfg[k]}  # empty / 0: default
+                                "label_key", "max_examples") if cfg[k]}  # empty / 0: default
   if "validation_size" in kwargs and kwargs["validation_size"] >= 1:
     kwargs["validation_size"] = int(kwargs["validation_size"])  # a count, not a fraction
   return data_lib.load(cfg.name, seed=int(config.seed), download=bool(cfg.download),

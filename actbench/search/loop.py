@@ -91,7 +91,8 @@ _LATER_FIELDS = {
               "eval_crop_fraction": 0.875, "randaugment_layers": 0,
               "randaugment_magnitude": 0.0, "mixup_alpha": 0.0, "cutmix_alpha": 0.0,
               "mixup_switch_prob": 0.5, "divergence": "fail"},
-    "dataset": {"download": True, "image_key": "image", "label_key": "label", "folds": 0},
+    "dataset": {"download": True, "image_key": "image", "label_key": "label", "folds": 0,
+                "max_examples": 0},
     "fisher": {"eigenvalue_floor": 0.0, "floor_mode": "drop", "eigenvalues": "host"},
 }
 
