@@ -49,7 +49,7 @@ import zlib
 import numpy as np
 import tqdm
 
-from actbench import errors
+from actbench import errors, processes
 from actbench.engine import fetch, sources
 
 PREPARABLE = ("cifar10", "cifar100", "imagenette")
@@ -314,25 +314,12 @@ def _convert(name: str, archive: str, out: str, progress: bool) -> dict[str, int
     return _convert_cifar(tar, layout, out)
 
 
-def pid_alive(pid: int) -> bool:
-  """Whether a process of this machine with this id is running."""
-  if os.name != "posix":  # os.kill would end the process there: assume it is alive
-    return True
-  try:
-    os.kill(pid, 0)
-  except ProcessLookupError:
-    return False
-  except PermissionError:
-    return True
-  return True
-
-
 def _remove_stale(parent: str, name: str):
   """Removes the build directories of killed preparations of `name` (on this machine)."""
   pattern = re.compile(rf"\.{re.escape(name)}\.tmp-(\d+)-.*")
   for entry in os.listdir(parent):
     match = pattern.fullmatch(entry)
-    if match and not pid_alive(int(match.group(1))):
+    if match and not processes.pid_alive(int(match.group(1))):
       shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
 
 
