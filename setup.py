@@ -34,8 +34,10 @@ setuptools.setup(
         "threadpoolctl>=3.1",  # one BLAS thread per eigendecomposition (Fisher features)
     ],
     extras_require={
-        "test": ["pytest>=8", "hypothesis>=6.100"],
-        "dev": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.6"],
+        # ruff within one minor version: a newer one may add rules to the families selected
+        # in ruff.toml.
+        "test": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.17,<0.18"],
+        "dev": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.17,<0.18"],
         # `tfds build` (ImageNet, and TFDS datasets actbench does not prepare) needs TensorFlow.
         "tfds-build": ["tensorflow-cpu; platform_machine == 'x86_64'",
                        "tensorflow; platform_machine != 'x86_64'"],

@@ -55,12 +55,14 @@ def smoke_tfds_dir(tmp_path_factory):
 
 def pytest_addoption(parser):
   parser.addoption("--runslow", action="store_true", default=False,
-                   help="also run the tests marked slow (minutes of XLA:CPU compiles that "
+                   help="also run the tests marked extended (minutes of XLA:CPU compiles that "
                         "repeat what faster tests already cover)")
 
 
 def pytest_configure(config):
-  config.addinivalue_line("markers", "slow: skipped unless --runslow is given")
+  config.addinivalue_line("markers", "extended: skipped unless --runslow is given")
+  config.addinivalue_line("markers", "slow: a test of more than about 10 s on 2 cores; the fast "
+                          "loop leaves them out (-m 'not slow'), CI runs them")
 
 
 def pytest_unconfigure(config):
@@ -72,7 +74,7 @@ def pytest_unconfigure(config):
 def pytest_collection_modifyitems(config, items):
   if config.getoption("--runslow"):
     return
-  skip = pytest.mark.skip(reason="slow: run with --runslow")
+  skip = pytest.mark.skip(reason="extended: run with --runslow")
   for item in items:
-    if "slow" in item.keywords:
+    if "extended" in item.keywords:
       item.add_marker(skip)

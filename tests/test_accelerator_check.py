@@ -41,6 +41,7 @@ def tiny_report(tmp_path_factory):
     return json.load(f), run.stdout
 
 
+@pytest.mark.slow
 def test_tiny_run_records_the_device_and_finishes(tiny_report):
   report, stdout = tiny_report
   env = report["env"]
@@ -53,6 +54,7 @@ def test_tiny_run_records_the_device_and_finishes(tiny_report):
     assert section in stdout  # the printed table
 
 
+@pytest.mark.slow
 def test_tiny_flop_counts_agree_with_counts_by_hand(tiny_report):
   rows = {row["program"]: row for row in tiny_report[0]["flops"]}
   dense = rows["dense 256x512x1024, forward and backward"]
@@ -79,6 +81,7 @@ def _program_figures_ok(row):
   assert row["loss_finite"]
 
 
+@pytest.mark.slow
 def test_tiny_training_measures_every_strategy_dtype_and_population(tiny_report):
   report = tiny_report[0]
   rows = report["training"]
@@ -101,6 +104,7 @@ def test_tiny_training_measures_every_strategy_dtype_and_population(tiny_report)
   assert all(positive(c["compile_s"]) for c in report["compile"])
 
 
+@pytest.mark.slow
 def test_tiny_vision_and_fisher_sections(tiny_report):
   report = tiny_report[0]
   assert report["vision"]

@@ -175,6 +175,7 @@ def test_an_unwritable_workdir_is_found_before_any_work(tmp_path):
     modes.run(quickstart.get_config(), None)
 
 
+@pytest.mark.slow
 def test_the_command_prints_one_line_and_the_traceback_only_when_asked():
   env = dict(os.environ, PYTHONPATH=ROOT)
   args = [sys.executable, "-m", "actbench.main", "--config=configs/quickstart.py",

@@ -269,6 +269,7 @@ def population_run():
   return dict(x=x, members=members, mapped=mapped, alone=alone, stem=stem)
 
 
+@pytest.mark.slow
 def test_population_under_lax_map_and_implementations_agree(population_run):
   mapped, alone = population_run["mapped"], population_run["alone"]
   logits = mapped[0]
@@ -279,6 +280,7 @@ def test_population_under_lax_map_and_implementations_agree(population_run):
                               atol=2e-4)
 
 
+@pytest.mark.slow
 def test_train_mode_updates_batch_stats(population_run):
   old = population_run["members"][1]["batch_stats"]
   new = population_run["alone"][1]["batch_stats"]
@@ -291,6 +293,7 @@ def test_train_mode_updates_batch_stats(population_run):
       rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_drop_path(population_run):
   x, variables = population_run["x"], population_run["members"][0]
   keys = {"dropout": jax.random.key(5)}

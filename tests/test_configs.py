@@ -133,8 +133,9 @@ SLOW_SMOKE = ("imagenet_mobilevit", "cifar100_allcnnc", "cnn", "imagenet_resnet5
               "imagenet_coatnet", "cifar100_resnet56")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [
-    pytest.param(name, marks=pytest.mark.slow) if name in SLOW_SMOKE else name
+    pytest.param(name, marks=pytest.mark.extended) if name in SLOW_SMOKE else name
     for name in TASK_CONFIGS])
 def test_smoke_variant_trains_a_population_of_four(name, smoke_datasets):
   config = _config(name, "smoke")
@@ -157,9 +158,10 @@ def test_smoke_variant_trains_a_population_of_four(name, smoke_datasets):
 
 # ResNet-50 has only convolutions and one dense layer, like ResNet-56 in test_fisher*.py;
 # CoAtNet-0 has MobileViTv2's layer kinds (conv, depthwise conv, dense) and attention too.
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [
-    pytest.param("vit", marks=pytest.mark.slow),
-    pytest.param("imagenet_resnet50", marks=pytest.mark.slow), "imagenet_coatnet"])
+    pytest.param("vit", marks=pytest.mark.extended),
+    pytest.param("imagenet_resnet50", marks=pytest.mark.extended), "imagenet_coatnet"])
 def test_smoke_variant_has_fisher_features(name, smoke_datasets):
   config = _config(name, "smoke")
   dataset = smoke_datasets(config)
@@ -194,6 +196,7 @@ def test_smoke_variant_bounds_its_work_on_a_dataset_of_the_real_size(name):
   assert config.fisher.batch_size <= info.num_train
 
 
+@pytest.mark.slow
 def test_launcher_tries_a_config_on_synthetic_data(tmp_path):
   process = subprocess.run(
       [sys.executable, "-m", "actbench.main", "--config=configs/quickstart.py:smoke",

@@ -52,6 +52,7 @@ def test_v1_stays_loadable_under_its_own_name(cache):
   assert validation[v1.index("sigmoid(x)")] == pytest.approx(0.0778, abs=1e-4)  # untrained
 
 
+@pytest.mark.slow
 def test_replay_on_a_slice_finds_good_functions_sooner_than_random(table):
   rows = np.arange(0, len(table), 5)  # 559 functions, every fifth
   part = table.subset(rows)

@@ -226,6 +226,7 @@ def test_log_spectrum_is_the_kronecker_spectrum(zoo, name):
   np.testing.assert_allclose(ours[ours > cutoff], np.sort(kron[kron > cutoff]), rtol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("num_shifted", [0, 1, 2])
 def test_conv_moment_plans_agree(num_shifted):
   """Every choice of shifted dims gives the same A as gathering patches (explicit loops)."""
@@ -435,6 +436,7 @@ def population_result(digits_batch):
                                     members_per_call=4)
 
 
+@pytest.mark.slow
 def test_population_equals_one_at_a_time(digits_batch, population_result):
   images, labels = digits_batch
   result = population_result
@@ -484,6 +486,7 @@ def test_diverging_member_is_missing_and_isolated(digits_batch, population_resul
   np.testing.assert_array_equal(result.dropped[[0, 2]], population_result.dropped[[0, 2]])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["vmap", "grouped"])
 def test_vmap_and_grouped_strategies_equal_map(digits_batch, population_result, strategy):
   images, labels = digits_batch

@@ -29,6 +29,7 @@ def test_fisher_batch_is_the_first_training_batch(digits):
   assert images.shape == (32, 8, 8, 1) and images.dtype == np.float32
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["kfac", "lanczos"])
 def test_features_by_method_with_a_failing_candidate(method, digits):
   result = fisher_features.features(config_for(method), NAMES, dataset=digits)

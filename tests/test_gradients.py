@@ -299,6 +299,7 @@ def _assert_same_gradients(actual, expected, scale, names, allowed=None):
                          for i, j in zip(*np.nonzero(bad))][:10]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["map", "vmap", "grouped"])
 def test_population_gradients_over_the_benchmark_space(benchmark_gradients, strategy):
   """d/dx of `Encoding.apply` (reverse mode through its custom JVP; lax.map, vmap and
@@ -340,6 +341,7 @@ def _covering_names():
                   "pow(cosh(x),cosh(x))", "min(abs(x),identity(x))", "max(relu(x),abs(x))"]
 
 
+@pytest.mark.slow
 def test_covering_names_against_compiled_gradients(benchmark_gradients):
   """jax.grad(actbench.compile(name)) itself (one jitted program, one trace over the names)
   equals the whole-space test's reference exactly in its non-finite positions, and within

@@ -390,6 +390,7 @@ def test_population_under_lax_map_traces(name):
     ("resnet50", {"stage_sizes": (1, 2, 1, 1)}),
     ("mobilevit_v2", {}),
 ])
+@pytest.mark.slow
 def test_implementations_agree_and_train_updates_batch_stats(name, fields):
   make = functools.partial(models.get_model, name, act=jax.nn.swish, num_classes=10, **fields)
   x = _normal((2, 64, 64, 3))

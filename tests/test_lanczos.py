@@ -260,6 +260,7 @@ def _make_apply(act):
 POPULATION = ["tanh(x)", "relu(x)", "exp(mul(x,exp(exp(exp(one(x))))))", "swish(x)"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["map", "vmap", "grouped"])
 def test_population_equals_one_at_a_time(problem, strategy):
   """One compiled program for the population, members_per_call 3 (a padded second call;

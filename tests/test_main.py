@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from actbench import fisher
 from actbench.expr import features
@@ -21,6 +22,7 @@ def run_main(*args):
                         capture_output=True, text=True)
 
 
+@pytest.mark.slow
 def test_train_mode_writes_results_and_prints_a_leaderboard(tmp_path):
   process = run_main("--config=configs/quickstart.py:smoke", f"--workdir={tmp_path}",
                      "--config.mode=train",
@@ -39,6 +41,7 @@ def test_train_mode_writes_results_and_prints_a_leaderboard(tmp_path):
   assert "reciprocal(zero(x))" in process.stdout and "rank" in process.stdout
 
 
+@pytest.mark.slow
 def test_bad_mode_and_missing_config_are_usage_errors(tmp_path):
   process = run_main("--config=configs/quickstart.py:smoke", "--config.mode=dance")
   assert process.returncode == 2 and "config.mode = 'dance' is not one of" in process.stderr
@@ -46,6 +49,7 @@ def test_bad_mode_and_missing_config_are_usage_errors(tmp_path):
   assert process.returncode != 0 and "config" in process.stderr
 
 
+@pytest.mark.slow
 def test_features_mode_writes_output_and_fisher_features(tmp_path):
   process = run_main("--config=configs/quickstart.py:smoke", f"--workdir={tmp_path}",
                      "--config.mode=features", "--config.fisher.batch_size=16",

@@ -413,6 +413,7 @@ def _coded_act(code):
     ("allcnnc", (3, 12, 12, 3), True, "xla"),  # dropout: each member has its own rng
     ("resnet8", (3, 8, 8, 3), True, "xla"),  # batch norm: each member has its own statistics
 ])
+@pytest.mark.slow
 def test_population_under_lax_map(name, shape, train, conv):
   # XLA's convolution compiles faster; the implementations agree (tests above).
   if name == "resnet8":

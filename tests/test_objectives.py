@@ -62,6 +62,7 @@ def nette():
   return data.synthetic("imagenette", num_train=8, num_validation=0, num_test=0, image_size=32)
 
 
+@pytest.mark.slow
 def test_training_batch_mixes_targets_and_is_a_function_of_the_key(nette):
   raw = nette.train.gather(np.arange(8))
   config = train_config(randaugment_layers=2, randaugment_magnitude=6.0, mixup_alpha=0.1,

@@ -117,6 +117,7 @@ def _reference_training(config, dataset, make_model, act, seed):
   return float(loss), float(np.mean(np.argmax(logits, -1) == batch["label"]))
 
 
+@pytest.mark.slow
 def test_own_model_and_data_train_like_a_hand_written_loop(vectors):
   config = small_config(epochs=3)
   result = train.train_population(config, ["relu(x)", "tanh(x)"], [0, 1], dataset=vectors,
@@ -171,6 +172,7 @@ def tiny_search_config():
   return config
 
 
+@pytest.mark.slow
 def test_search_with_own_model_and_data_refuses_changed_ones(vectors, tmp_path):
   workdir = str(tmp_path / "search")
   config = tiny_search_config()

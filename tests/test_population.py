@@ -28,6 +28,7 @@ def test_codes_round_trip(benchmark_space):
   hash(encoding)  # usable as a static jit argument
 
 
+@pytest.mark.slow
 def test_evaluator_equals_compiled_functions_over_the_benchmark_space(benchmark_space):
   names, encoding, codes = benchmark_space
   x = jnp.asarray(features.reference_points(), jnp.float32)

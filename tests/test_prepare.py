@@ -407,6 +407,7 @@ def test_command_line_unknown_name():
       "prepared by hand)")]
 
 
+@pytest.mark.slow
 def test_first_use_prepares_and_the_cnn_smoke_config_trains_from_the_files(tmp_path,
                                                                              monkeypatch):
   from actbench.engine import data, train  # pylint: disable=import-outside-toplevel

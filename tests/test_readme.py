@@ -62,6 +62,7 @@ def python_run(tmp_path_factory):
   return cwd, output.getvalue()
 
 
+@pytest.mark.slow
 def test_the_python_script_prints_the_leaderboard(python_run):
   _, stdout = python_run
   assert "rank  validation" in stdout
@@ -69,6 +70,7 @@ def test_the_python_script_prints_the_leaderboard(python_run):
   assert len(rows) == 12  # the budget: 8 baselines and 4 picks
 
 
+@pytest.mark.slow
 def test_the_config_file_and_launcher_find_the_same(python_run, tmp_path):
   blocks = _blocks()
   for language, text in blocks[1:]:

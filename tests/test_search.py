@@ -61,6 +61,7 @@ def _evaluations(workdir):
     return db.classes(), db.evaluations()
 
 
+@pytest.mark.slow
 def test_search_evaluates_baselines_then_surrogate_picks(searched):
   workdir, text = searched
   classes, evaluations = _evaluations(workdir)
@@ -91,6 +92,7 @@ def test_search_evaluates_baselines_then_surrogate_picks(searched):
   assert not os.listdir(os.path.join(workdir, "checkpoints"))
 
 
+@pytest.mark.slow
 def test_search_features_cover_the_space_and_skip_non_finite_functions(searched):
   workdir, _ = searched
   with store.Store(search.store_path(workdir)) as db:
@@ -107,6 +109,7 @@ def test_search_features_cover_the_space_and_skip_non_finite_functions(searched)
   assert np.isnan(fisher[~finite]).all()
 
 
+@pytest.mark.slow
 def test_search_resumes_and_extends_without_retraining(searched, tmp_path, monkeypatch):
   workdir, _ = searched
   copy = tmp_path / "copy"
@@ -138,6 +141,7 @@ def test_search_resumes_and_extends_without_retraining(searched, tmp_path, monke
   assert len(trained) == 1 and len(trained[0]) == 2  # only the two new classes trained
 
 
+@pytest.mark.slow
 def test_crash_mid_search_loses_no_finished_result(tmp_path, monkeypatch):
   config = tiny_config(budget=6)
   trained = []
@@ -164,6 +168,7 @@ def test_crash_mid_search_loses_no_finished_result(tmp_path, monkeypatch):
   assert not set(trained[0]) & set(trained[2])
 
 
+@pytest.mark.slow
 def test_benchmark_replay_and_report(tmp_path):
   config = tiny_config()
   config.mode = "benchmark"
@@ -237,6 +242,7 @@ def test_benchmark_replay_and_report(tmp_path):
     assert os.path.getsize(os.path.join(workdir, "docs", "report", figure + ".png")) > 0
 
 
+@pytest.mark.slow
 def test_store_of_another_space_is_refused(searched):
   workdir, _ = searched
   config = searched_config()
@@ -245,6 +251,7 @@ def test_store_of_another_space_is_refused(searched):
     modes.run(config, workdir)
 
 
+@pytest.mark.slow
 def test_store_of_another_recipe_is_refused(searched):
   workdir, _ = searched
   config = searched_config()
@@ -268,7 +275,7 @@ def test_recipe_fingerprint_ignores_later_fields_at_their_neutral_values():
     assert search.recipe_fingerprint(changed) != search.recipe_fingerprint(older), name
 
 
-@pytest.mark.slow  # the launcher's search runs by default in test_readme.py and test_workers.py
+@pytest.mark.extended  # the launcher's search runs by default in test_readme.py and test_workers.py
 def test_launcher_search_mode_on_the_smoke_config(tmp_path):
   env = dict(os.environ, PYTHONPATH=ROOT)
   args = [sys.executable, "-m", "actbench.main", "--config=configs/quickstart.py:smoke",

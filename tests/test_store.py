@@ -295,6 +295,7 @@ def test_opening_waits_for_another_connection_writing_the_new_file(tmp_path):
   other.close()
 
 
+@pytest.mark.slow
 def test_concurrent_worker_processes_share_the_classes(tmp_path):
   n, workers = 90, 4
   path = str(tmp_path / "new" / "store.db")
@@ -339,6 +340,7 @@ time.sleep(600)
 """
 
 
+@pytest.mark.slow
 def test_a_killed_workers_claims_wait_for_expiry_or_its_restart(tmp_path):
   ttl = 2.5
   path = str(tmp_path / "store.db")
@@ -388,6 +390,7 @@ while True:
 """
 
 
+@pytest.mark.slow
 def test_sigkill_during_a_stream_of_writes_keeps_a_consistent_store(tmp_path):
   path = str(tmp_path / "store.db")
   n = 4000

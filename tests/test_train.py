@@ -38,6 +38,7 @@ def _guarded(method, level: str):
   return guarded
 
 
+@pytest.mark.slow
 def test_population_learns_and_reports_every_member(digits, monkeypatch):
   # An epoch and an evaluation copy to the device only what the trainer puts there (the
   # batches of a compiled call, once per call): no other host array reaches a step.
@@ -64,6 +65,7 @@ def test_population_learns_and_reports_every_member(digits, monkeypatch):
   json.dumps(result.to_json())  # serializable
 
 
+@pytest.mark.slow
 def test_diverging_member_is_isolated_and_the_strategies_agree(digits):
   # One program for all members. Under vmap (the accelerator path) every member evaluates
   # every operator of the population's tables (here those the names use: a whole space's
@@ -108,6 +110,7 @@ def test_member_diverging_midway_keeps_its_last_finite_metrics(digits):
   assert result.metrics["train_accuracy"] == first["train_accuracy"]
 
 
+@pytest.mark.slow
 def test_bfloat16_where_the_config_asks(digits):
   config = smoke_config()
   config.model.dtype = "bfloat16"
@@ -122,6 +125,7 @@ def test_deterministic_under_a_fixed_seed(digits):
   assert first.metrics == second.metrics
 
 
+@pytest.mark.slow
 def test_resume_equals_uninterrupted_run(digits, tmp_path, monkeypatch):
   config = smoke_config()
   config.train.num_epochs = 3
@@ -144,6 +148,7 @@ def test_resume_equals_uninterrupted_run(digits, tmp_path, monkeypatch):
   assert resumed.history[0]["epochs"] == uninterrupted.history[0]["epochs"]
 
 
+@pytest.mark.slow
 def test_cross_validation_trains_each_fold_as_its_own_dataset(digits, tmp_path):
   config = smoke_config()
   config.train.num_epochs = 1
@@ -266,12 +271,14 @@ def assert_same_results(result, reference):
     np.testing.assert_allclose(result["metrics"][name], values, rtol=1e-5, err_msg=name)
 
 
+@pytest.mark.slow
 def test_population_sharded_over_four_devices_equals_one(one_device):
   four = _result(_start(4))
   assert four["devices"] == 4 and one_device["devices"] == 1
   assert_same_results(four, one_device)
 
 
+@pytest.mark.slow
 def test_two_processes_with_jax_distributed_equal_one(one_device):
   with socket.socket() as probe:  # a free port for the coordinator
     probe.bind(("127.0.0.1", 0))

@@ -7,6 +7,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from actbench import modes, search
 from actbench.search import journal, store
 from bench import kill_trials
@@ -35,6 +37,7 @@ def _fisher_pending(workdir):
     return False
 
 
+@pytest.mark.slow
 def test_a_killed_search_loses_nothing_and_resumes_its_population(tmp_path):
   workdir = str(tmp_path)
   # 1: killed while computing Fisher features (outputs stored, Fisher rows not yet).
@@ -74,6 +77,7 @@ def _benchmark_config():
   return config
 
 
+@pytest.mark.slow
 def test_two_processes_on_one_workdir_equal_one(tmp_path):
   config = _benchmark_config()
   one = tmp_path / "one"
