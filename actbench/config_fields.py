@@ -97,14 +97,7 @@ def _bad_values(config) -> list[str]:
 def problems(config) -> list[str]:
   """What is wrong with `config`'s field names, and then with its values that name things,
   one line each ([] when nothing)."""
-  unknown = defaults.unknown_fields(config)
-  if unknown:
-    return unknown
-  try:
-    full = defaults.complete(config)
-  except ConfigError as e:  # a value of another type than the field's
-    return str(e).splitlines()
-  return _bad_values(full)
+  return _completed(config)[0]
 
 
 def checked(config) -> ml_collections.ConfigDict:
@@ -115,10 +108,22 @@ def checked(config) -> ml_collections.ConfigDict:
     ConfigError: naming every unknown field of `config` (and the closest known one), or every
       value that names nothing known.
   """
-  found = problems(config)
+  found, full = _completed(config)
   if found:
     raise ConfigError("\n".join(found))
-  return defaults.complete(config)
+  return full
+
+
+def _completed(config) -> tuple[list[str], ml_collections.ConfigDict | None]:
+  """(problems, the completed config: None when a field name or type is wrong)."""
+  unknown = defaults.unknown_fields(config)
+  if unknown:
+    return unknown, None
+  try:
+    full = defaults.complete(config)
+  except ConfigError as e:  # a value of another type than the field's
+    return str(e).splitlines(), None
+  return _bad_values(full), full
 
 
 def check_override(dotted: str) -> None:
