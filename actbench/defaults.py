@@ -84,8 +84,10 @@ def _merge(full: ml_collections.ConfigDict, given, path: str) -> None:
     if isinstance(value, ml_collections.ConfigDict) and not is_free_form(dotted):
       _merge(full[key], value, dotted)
       continue
-    if isinstance(value, ml_collections.ConfigDict):  # the user's own fields, as given
-      value = ml_collections.ConfigDict(value.to_dict())
+    if isinstance(value, ml_collections.FrozenConfigDict):  # the user's own fields, as given
+      value = ml_collections.ConfigDict(value)
+    elif isinstance(value, ml_collections.ConfigDict):  # ... in their order: checkpoint
+      value = value.copy_and_resolve_references()     # directories are named by the JSON
     try:
       full[key] = value
     except TypeError as e:

@@ -1,6 +1,8 @@
 """One source for every default: a config completed once over configs/common.py's fields, and
 the bounded cache of what a long run reuses."""
 
+import importlib
+
 import ml_collections
 import pytest
 
@@ -37,10 +39,18 @@ def test_a_partial_config_gets_every_default_and_keeps_its_own_fields():
   assert defaults.complete(full).to_json(sort_keys=True) == full.to_json(sort_keys=True)
 
 
-def test_a_config_made_from_the_defaults_comes_back_equal():
-  from configs import cnn, quickstart  # pylint: disable=import-outside-toplevel
-  for config in (quickstart.get_config(), cnn.get_config(), common.base_config()):
-    assert defaults.complete(config).to_json(sort_keys=True) == config.to_json(sort_keys=True)
+@pytest.mark.parametrize("name", ["quickstart", "cnn", "resnet", "vit", "cifar100_allcnnc",
+                                  "cifar100_resnet56", "imagenet_resnet50", "imagenet_mobilevit",
+                                  "imagenet_coatnet", "digits_bench", "digits_bench_v1"])
+@pytest.mark.parametrize("variant", ["", "smoke"])
+def test_a_config_made_from_the_defaults_comes_back_equal(name, variant):
+  config = importlib.import_module(f"configs.{name}").get_config(variant)
+  # The very JSON, in its order: checkpoint directories and store fingerprints are named by it.
+  assert defaults.complete(config).to_json() == config.to_json()
+
+
+def test_a_frozen_config_is_completed_too():
+  from configs import quickstart  # pylint: disable=import-outside-toplevel
   frozen = ml_collections.FrozenConfigDict(quickstart.get_config())
   assert (defaults.complete(frozen).to_json(sort_keys=True)
           == quickstart.get_config().to_json(sort_keys=True))

@@ -30,9 +30,9 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from actbench.engine import data as data_lib
 from actbench import defaults
 from actbench.engine import caching, model_factory, population
+from actbench.engine import data as data_lib
 from actbench.engine import trainer as trainer_lib
 from actbench.errors import ConfigError
 from actbench.expr.expression import parse
