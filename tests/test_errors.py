@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from actbench import errors
@@ -90,3 +91,14 @@ def test_a_config_value_found_late_is_a_config_error():
   with pytest.raises(errors.ConfigError, match=r"config.train.label_smoothing must be in "
                      r"\[0.0, 1.0\], got 1.5"):
     objectives.check(config)
+
+
+def test_a_damaged_npz_file_is_a_data_error(tmp_path):
+  good = tmp_path / "good.npz"
+  np.savez(good, x_train=np.zeros((20, 4), np.float32), y_train=np.arange(20) % 2)
+  content = good.read_bytes()
+  (tmp_path / "cut.npz").write_bytes(content[:len(content) // 2])  # a copy that stopped
+  (tmp_path / "text.npz").write_text("x,y\n1,2\n")  # not an npz at all
+  for name in ("cut.npz", "text.npz"):
+    with pytest.raises(data.DataError, match=rf"{name}: not a readable .npz file"):
+      data.load(f"npz:{tmp_path / name}")

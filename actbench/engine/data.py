@@ -44,6 +44,7 @@ import functools
 import hashlib
 import math
 import os
+import zipfile
 from collections.abc import Callable, Iterator, Sequence
 
 import jax
@@ -680,8 +681,8 @@ def load_npz(path: str | os.PathLike, *, validation_size: int | float | None = N
   try:
     with np.load(path, allow_pickle=False) as arrays:
       found = {key: arrays[key] for key in arrays.files}
-  except (OSError, ValueError) as e:
-    raise DataError(f'{path}: not a readable .npz file ({e})') from e
+  except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:  # a damaged or foreign file
+    raise DataError(f'{path}: not a readable .npz file ({type(e).__name__}: {e})') from e
   expected = {f'{axis}_{split}' for axis in 'xy' for split in _NPZ_SPLITS}
   if 'x_train' not in found or 'y_train' not in found or set(found) - expected:
     raise DataError(f'{path} must hold x_train and y_train, and optionally x_validation, '
