@@ -117,25 +117,23 @@ def _sha256(path: str) -> str:
   return digest.hexdigest()
 
 
-_SIZES = {"cifar10": (50_000, 10_000), "cifar100": (50_000, 10_000),
-          "imagenette": (9469, 3925)}  # the real archives' train and test images
-
-
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--dataset", choices=sorted(_SIZES), default="cifar10")
+  parser.add_argument("--dataset", choices=("cifar10", "cifar100", "imagenette"),
+                      default="cifar10")
   parser.add_argument("--train", type=int, default=None, help="default: the real number")
   parser.add_argument("--test", type=int, default=None, help="default: the real number")
   parser.add_argument("--keep", default=None,
                       help="prepare into this data_dir and keep it (default: a temporary one)")
   args = parser.parse_args()
   name = args.dataset
-  train = _SIZES[name][0] if args.train is None else args.train
-  test = _SIZES[name][1] if args.test is None else args.test
   workdir = args.keep or tempfile.mkdtemp(prefix="actbench-bench-prepare-")
   try:
     sys.path.insert(0, _ROOT)
-    from actbench.engine import prepare  # pylint: disable=import-outside-toplevel
+    from actbench.engine import data, prepare  # pylint: disable=import-outside-toplevel
+    sizes = data.official_sizes(name)  # the real archive's train and test images
+    train = sizes[0] if args.train is None else args.train
+    test = sizes[1] if args.test is None else args.test
     archive = prepare.archive_path(name, workdir)
     os.makedirs(os.path.dirname(archive), exist_ok=True)
     if name == "imagenette":

@@ -368,6 +368,12 @@ def check_name(name: str) -> None:
     _spec_and_size(name, None)
 
 
+def official_sizes(name: str) -> tuple[int, int]:
+  """(training examples, test examples) of built-in dataset `name` as published (the
+  validation split is carved from the training ones)."""
+  return _spec_and_size(name, None)[0].sizes
+
+
 def _synthetic_spec(name: str) -> _Spec:
   """The spec of built-in dataset `name` of 'synthetic:NAME', or a DataError."""
   if name not in _SPECS:
