@@ -36,8 +36,10 @@ setuptools.setup(
     extras_require={
         # ruff within one minor version: a newer one may add rules to the families selected
         # in ruff.toml.
-        "test": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.17,<0.18"],
-        "dev": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.17,<0.18"],
+        "test": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.17,<0.18", "psycopg[binary]>=3.1"],
+        "dev": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.17,<0.18", "psycopg[binary]>=3.1"],
+        # A search shared by workers on several machines, through one PostgreSQL database.
+        "postgresql": ["psycopg[binary]>=3.1"],
         # `tfds build` (ImageNet, and TFDS datasets actbench does not prepare) needs TensorFlow.
         "tfds-build": ["tensorflow-cpu; platform_machine == 'x86_64'",
                        "tensorflow; platform_machine != 'x86_64'"],

@@ -30,13 +30,22 @@ is heavy): `from actbench import train, fisher, search, strategies, surrogate, t
 
 import importlib
 
-from actbench.engine import population
-from actbench.expr import features, operators, space
-from actbench.expr.compiler import compile  # pylint: disable=redefined-builtin
-from actbench.expr.expression import Expr, ExpressionError, parse, parse_schema
-from actbench.expr.operators import register_operator
-
 __version__ = "0.1.0"
+
+# The names above, loaded on first use: `import actbench.search.store` (a store worker, a
+# tool reading a store) then costs no JAX import.
+_NAMES = {
+    "Expr": ("actbench.expr.expression", "Expr"),
+    "ExpressionError": ("actbench.expr.expression", "ExpressionError"),
+    "compile": ("actbench.expr.compiler", "compile"),
+    "parse": ("actbench.expr.expression", "parse"),
+    "parse_schema": ("actbench.expr.expression", "parse_schema"),
+    "register_operator": ("actbench.expr.operators", "register_operator"),
+    "features": ("actbench.expr.features", None),
+    "operators": ("actbench.expr.operators", None),
+    "space": ("actbench.expr.space", None),
+    "population": ("actbench.engine.population", None),
+}
 
 __all__ = [
     "Expr", "ExpressionError", "compile", "features", "operators", "parse", "parse_schema",
@@ -57,6 +66,12 @@ _MODULES = {
 
 
 def __getattr__(name):
+  if name in _NAMES:
+    module_name, attribute = _NAMES[name]
+    module = importlib.import_module(module_name)
+    value = module if attribute is None else getattr(module, attribute)
+    globals()[name] = value
+    return value
   if name in _MODULES:
     module = importlib.import_module(_MODULES[name])
     globals()[name] = module

@@ -13,6 +13,7 @@ rather than after minutes of features or training.
 from __future__ import annotations
 
 import difflib
+import re
 
 import ml_collections
 
@@ -83,6 +84,7 @@ def _bad_values(config) -> list[str]:
         parse(item)
       except ValueError as e:
         found.append(f"config.{dotted}: {e}")
+  found += _store_problems(config.search)
   space_is_bad = any(line.startswith("config.search.space:") for line in found)
   for kind in ("unary", "binary", "nary"):
     chosen = config.search[kind]
@@ -92,6 +94,22 @@ def _bad_values(config) -> list[str]:
       except ValueError as e:
         found.append(f"config.search.{kind}: {e}")
   return found
+
+
+def _store_problems(search) -> list[str]:
+  """What is wrong with where the search's store is (config.search.store, .name)."""
+  location = str(search.store)
+  if location.startswith(("postgresql://", "postgres://")):
+    if not search.name:
+      return ["config.search.name is empty: a postgresql:// store holds many searches; name "
+              "this one (every worker of the search gives the same name)"]
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,53}", str(search.name)):
+      return [f"config.search.name = {search.name!r}: use 1 to 54 letters, digits, '_', '.' "
+              "or '-', starting with a letter or digit"]
+  elif "://" in location:
+    return [f"config.search.store = {location!r}: a store is '' (search.sqlite in the "
+            "workdir), a file path, or a postgresql://user@host:port/database URL"]
+  return []
 
 
 def problems(config) -> list[str]:
@@ -111,7 +129,18 @@ def checked(config) -> ml_collections.ConfigDict:
   found, full = _completed(config)
   if found:
     raise ConfigError("\n".join(found))
-  return full
+  return normalized(full)
+
+
+def normalized(config) -> ml_collections.ConfigDict:
+  """`config` with the names in config.activations and config.search.baselines in their
+  normal spelling (`add(relu(x), tanh(x))` is `add(relu(x),tanh(x))`): the names results are
+  trained, recorded and looked up under."""
+  from actbench.expr import expression  # pylint: disable=import-outside-toplevel
+  with config.unlocked():
+    for section, key in ((config, "activations"), (config.search, "baselines")):
+      section[key] = tuple(str(expression.parse(str(name))) for name in section[key])
+  return config
 
 
 def _completed(config) -> tuple[list[str], ml_collections.ConfigDict | None]:

@@ -111,8 +111,14 @@ def run_benchmark(config, workdir):
   text = run_search(config, workdir, exhaustive=True)
   if jax.process_index() != 0:
     return ""
-  with _store(workdir) as db:
-    table = benchmark_table(db.classes(), db.evaluations(), db.features(search.FISHER)[0])
+  with search.open_store(config, workdir) as db:
+    classes, evaluations = db.classes(), db.evaluations()
+    if len(evaluations) < len(classes):  # others train the rest: the last to record writes
+      holders = sorted(set(db.claimed_ids().values()))
+      return (f"{text}\n{len(classes) - len(evaluations)} classes are still being trained by "
+              f"{', '.join(holders) or 'other workers'}: the worker that records the last one "
+              "writes the benchmark table")
+    table = benchmark_table(classes, evaluations, db.features(search.FISHER)[0])
   path = os.path.join(workdir, config.benchmark.table)
   tables.write(table, path)
   tables.load(path)  # builds the columnar cache beside the table
@@ -195,13 +201,22 @@ def run_recover(config, workdir):
   from actbench import search  # pylint: disable=import-outside-toplevel
   report = search.recover(config, workdir)
   if report["intact"]:
-    return (f"{search.store_path(workdir)} is intact; {report['from_journal']} evaluations "
-            "replayed from its journal")
+    return (f"{report['location']} is intact; {report['from_journal']} evaluations "
+            "replayed from the journal")
   features = ", ".join(f"{rows} {kind}" for kind, rows in report["features"].items()) or "none"
   return (f"rebuilt {search.store_path(workdir)}: {report['from_journal']} evaluations from "
           f"the journal, {report['from_file']} more from the damaged file, feature rows kept: "
           f"{features} (the rest are computed again by the next run); the damaged file is "
-          f"{report['moved_to']}. Rerun the search to continue.")
+          f"{report['moved_to']}{_skipped(report)}. Rerun the search to continue.")
+
+
+def _skipped(report) -> str:
+  skipped = {reason: n for reason, n in report.get("skipped", {}).items() if n}
+  if not skipped:
+    return ""
+  return ("; skipped, never mixed in: "
+          + ", ".join(f"{n} of another {reason}" if reason in ("recipe", "data", "model")
+                      else f"{n} {reason}" for reason, n in skipped.items()))
 
 
 def run_report(config, workdir):
@@ -209,8 +224,10 @@ def run_report(config, workdir):
   from actbench import search  # pylint: disable=import-outside-toplevel
   from actbench.search import strategies  # pylint: disable=import-outside-toplevel
   texts = []
-  if os.path.exists(search.store_path(workdir)):
-    with _store(workdir) as db:
+  if search.has_store(config, workdir):
+    with search.open_store(config, workdir) as db:
+      if not db.num_classes:
+        raise WorkdirError(f"nothing to report: {db.location} holds no search yet")
       classes = db.classes()
       candidates = strategies.Candidates(
           classes=classes, outputs=db.features(search.OUTPUTS)[0],
@@ -256,12 +273,6 @@ def _workdir_table(config, workdir) -> str:
   """The benchmark table mode benchmark wrote in the workdir, if any."""
   path = os.path.join(workdir or "", config.benchmark.table)
   return path if workdir and os.path.exists(path) else ""
-
-
-def _store(workdir):
-  from actbench import search  # pylint: disable=import-outside-toplevel
-  from actbench.search import store  # pylint: disable=import-outside-toplevel
-  return store.Store(search.store_path(workdir))
 
 
 def _search_outputs(workdir, classes, evaluations, candidates, embedding, config) -> str:

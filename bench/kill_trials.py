@@ -9,6 +9,11 @@ restarts the same command to completion, and checks the store: every evaluation 
 before the kill is still there, unchanged; every class of the budget is evaluated exactly
 once; and a population killed mid-training resumed from its last checkpoint. Prints one line
 per trial and the totals. tests/test_workers.py runs the same helpers at chosen moments.
+
+    python -m bench.kill_trials --trials=20 --store=postgresql://me@host/db
+
+runs the same trials on a PostgreSQL store (each trial a search of its own name in it);
+tests/test_postgres_workers.py runs several workers at once on one.
 """
 
 from __future__ import annotations
@@ -42,6 +47,12 @@ def command(workdir: str, *extra: str) -> list[str]:
           *extra]
 
 
+def store_flags(url: str, name: str) -> list[str]:
+  """The flags of a worker of the search `name` in the database at `url` (its workdir then
+  keeps its journal, set-aside results and checkpoints: what stays on its machine)."""
+  return [f"--config.search.store={url}", f"--config.search.name={name}"]
+
+
 def start(workdir: str, log_path: str, *extra: str) -> subprocess.Popen:
   env = dict(os.environ, PYTHONPATH=ROOT)
   with open(log_path, "w", encoding="utf-8") as log:
@@ -49,19 +60,28 @@ def start(workdir: str, log_path: str, *extra: str) -> subprocess.Popen:
                             stderr=subprocess.STDOUT)
 
 
-def evaluations(workdir: str) -> dict[int, tuple]:
-  """Class id -> (status, metrics, finished_at, worker) of every evaluation in the store."""
+def evaluations(workdir: str, url: str = "", name: str = "",
+                retry_s: float = 60.0) -> dict[int, tuple]:
+  """Class id -> (status, metrics, finished_at, worker) of every evaluation in the store: the
+  workdir's file, or the search `name` in the database at `url` (waited for up to retry_s)."""
   from actbench import search  # pylint: disable=import-outside-toplevel
   from actbench.search import store  # pylint: disable=import-outside-toplevel
+  if url:
+    with store.open_store(url, workdir=workdir, name=name, retry_s=retry_s) as db:
+      return summaries(db)
   path = search.store_path(workdir)
   if not os.path.exists(path):
     return {}
   try:
     with store.Store(path) as db:
-      return {i: (e.status, e.metrics, e.finished_at, e.worker)
-              for i, e in db.evaluations().items()}
+      return summaries(db)
   except store.StoreError:  # created this instant, or being created
     return {}
+
+
+def summaries(db) -> dict[int, tuple]:
+  """Class id -> (status, metrics, finished_at, worker) of every evaluation in an open store."""
+  return {i: (e.status, e.metrics, e.finished_at, e.worker) for i, e in db.evaluations().items()}
 
 
 def checkpoint_epochs(workdir: str) -> list[int]:
@@ -78,9 +98,9 @@ def kill(process: subprocess.Popen) -> None:
   process.wait()
 
 
-def finish(workdir: str, log_path: str, timeout_s: float = 600) -> str:
-  """Runs the search to completion; its log."""
-  process = start(workdir, log_path)
+def finish(workdir: str, log_path: str, timeout_s: float = 600, extra: tuple = ()) -> str:
+  """Runs the search (with `extra` flags) to completion; its log."""
+  process = start(workdir, log_path, *extra)
   process.wait(timeout=timeout_s)
   with open(log_path, encoding="utf-8", errors="replace") as f:
     log = f.read()
@@ -112,17 +132,33 @@ def trained_names(log: str) -> list[str]:
           for name in names.strip().split(", ")]
 
 
-def class_names(workdir: str) -> list[str]:
+def class_names(workdir: str, url: str = "", name: str = "") -> list[str]:
   from actbench import search  # pylint: disable=import-outside-toplevel
   from actbench.search import store  # pylint: disable=import-outside-toplevel
-  with store.Store(search.store_path(workdir)) as db:
+  location = url or search.store_path(workdir)
+  with store.open_store(location, workdir=workdir, name=name) as db:
     return [members[0] for members in db.classes()]
 
 
-def check(workdir: str, before: dict, log: str) -> list[str]:
+def journaled(workdir: str) -> list[int]:
+  """The class id of every line of the workdir's journal (what its workers recorded, or with a
+  database, finished and tried to record), in order."""
+  from actbench import search  # pylint: disable=import-outside-toplevel
+  from actbench.search import journal  # pylint: disable=import-outside-toplevel
+  return [r["class_id"] for r in journal.read(journal.path_of(search.store_path(workdir)))]
+
+
+def set_aside(workdir: str) -> list[int]:
+  """The class ids of the workdir's set-aside results: classes another worker recorded first."""
+  from actbench import search  # pylint: disable=import-outside-toplevel
+  from actbench.search import journal  # pylint: disable=import-outside-toplevel
+  return [r["class_id"] for r in journal.read(os.path.join(workdir, search.SET_ASIDE))]
+
+
+def check(workdir: str, before: dict, log: str, url: str = "", name: str = "") -> list[str]:
   """What went wrong between the store at the kill and after the restart ([] if nothing):
   an evaluation lost or changed, a class trained again, the budget not met."""
-  after, names = evaluations(workdir), class_names(workdir)
+  after, names = evaluations(workdir, url, name), class_names(workdir, url, name)
   problems = []
   lost = [i for i in before if i not in after or repr(after[i]) != repr(before[i])]  # NaN
   if lost:
@@ -135,31 +171,39 @@ def check(workdir: str, before: dict, log: str) -> list[str]:
   return problems
 
 
-def trial(seed: int, root: str, run_s: float) -> tuple[float, dict, list[str], list]:
-  """One kill at a random moment of a run of about `run_s` seconds."""
+def trial(seed: int, root: str, run_s: float,
+          url: str = "") -> tuple[float, dict, list[str], list]:
+  """One kill at a random moment of a run of about `run_s` seconds (a search of its own in the
+  database at `url`, when given)."""
   rng = random.Random(seed)
   workdir = tempfile.mkdtemp(prefix=f"trial{seed}-", dir=root)
-  process = start(workdir, os.path.join(workdir, "killed.log"))
+  name = f"trial{seed}-{os.path.basename(root)}" if url else ""
+  extra = tuple(store_flags(url, name)) if url else ()
+  process = start(workdir, os.path.join(workdir, "killed.log"), *extra)
   moment = rng.uniform(0.0, run_s)
   time.sleep(moment)
   kill(process)
-  before = evaluations(workdir)
-  log = finish(workdir, os.path.join(workdir, "restarted.log"))
-  return moment, before, check(workdir, before, log), resumed_epochs(log)
+  before = evaluations(workdir, url, name)
+  log = finish(workdir, os.path.join(workdir, "restarted.log"), extra=extra)
+  return moment, before, check(workdir, before, log, url, name), resumed_epochs(log)
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--trials", type=int, default=20)
+  parser.add_argument("--store", default="", help="a postgresql:// database to run the trials "
+                      "on (each a search of its own name) instead of the workdir's SQLite file")
   args = parser.parse_args()
   root = tempfile.mkdtemp(prefix="actbench-kill-")
   begin = time.perf_counter()
-  finish(os.path.join(root, "reference"), os.path.join(root, "reference.log"))
+  reference = store_flags(args.store, f"reference-{os.path.basename(root)}") if args.store else []
+  finish(os.path.join(root, "reference"), os.path.join(root, "reference.log"),
+         extra=tuple(reference))
   run_s = time.perf_counter() - begin
   print(f"an uninterrupted run takes {run_s:.1f} s; killing at random moments in it")
   failures = 0
   for seed in range(args.trials):
-    moment, before, problems, resumed = trial(seed, root, run_s)
+    moment, before, problems, resumed = trial(seed, root, run_s, args.store)
     failures += bool(problems)
     print(f"trial {seed:2d}: killed at {moment:5.1f} s with {len(before)} evaluations recorded; "
           f"resumed populations (from epoch, epochs trained) {resumed}; "

@@ -111,6 +111,11 @@ def base_config() -> ml_collections.ConfigDict:
   config.search.features_chunk = 256  # Fisher features computed and stored this many at a time
   config.search.worker = ""  # this worker's name in the store ('' = hostname-process index)
   config.search.claim_ttl_s = 600.0  # a dead worker's claims are taken over after this
+  # where the store lives: '' = search.sqlite in the workdir (the workers of one host) |
+  # postgresql://user@host:port/db (workers on many machines, README "Many machines")
+  config.search.store = ""
+  config.search.name = ""  # the search's name in a postgresql:// store (every worker the same)
+  config.search.store_retry_s = 600.0  # how long a worker waits out an unreachable database
 
   config.surrogate = ml_collections.ConfigDict()  # METHOD.md section 4
   config.surrogate.features = "union"  # union (UMAP of outputs + Fisher) | outputs | fisher | raw

@@ -53,6 +53,52 @@ def smoke_tfds_dir(tmp_path_factory):
   return tfds_fixtures.prepare_smoke_datasets(tmp_path_factory.mktemp("smoke_tfds"))
 
 
+_REQUIRE_POSTGRES = "ACTBENCH_REQUIRE_POSTGRES"
+
+
+def _postgres_unavailable(reason):
+  """Skips the test, or fails it where ACTBENCH_REQUIRE_POSTGRES=1 (CI): a CI machine on which
+  the PostgreSQL tests quietly skip would pass without testing the shared store."""
+  if os.environ.get(_REQUIRE_POSTGRES, "") not in ("", "0"):
+    pytest.fail(f"no PostgreSQL server, and {_REQUIRE_POSTGRES}=1: {reason}", pytrace=False)
+  pytest.skip(f"no PostgreSQL server: {reason}")
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+  """A real PostgreSQL server for the session (tests/postgres_server.py), started on first use.
+  A test that stops it starts it again, or asks for postgres_url, which does."""
+  try:
+    import psycopg  # noqa: F401  (the store's client: without it there is nothing to test)
+  except ImportError as error:
+    _postgres_unavailable(f"psycopg is not installed ({error})")
+  from tests.postgres_server import PostgresServer, PostgresUnavailable
+  try:
+    server = PostgresServer()
+  except PostgresUnavailable as error:
+    _postgres_unavailable(str(error))
+  try:
+    server.start()
+  except PostgresUnavailable as error:
+    server.cleanup()
+    _postgres_unavailable(str(error))
+  yield server
+  server.cleanup()
+
+
+@pytest.fixture
+def postgres_url(postgres_server, request):
+  """The URL of a fresh, empty database on the session's server, dropped after the test (its
+  remaining sessions ended with it)."""
+  from tests.postgres_server import database_name_for
+  postgres_server.start()  # a test before this one may have left it stopped
+  name = database_name_for(request.node.name)
+  url = postgres_server.new_database(name)
+  yield url
+  if postgres_server.running:
+    postgres_server.drop_database(name)
+
+
 def pytest_addoption(parser):
   parser.addoption("--runslow", action="store_true", default=False,
                    help="also run the tests marked extended (minutes of XLA:CPU compiles that "

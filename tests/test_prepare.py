@@ -19,7 +19,7 @@ from PIL import Image
 
 from actbench import prepare as cli
 from actbench.engine import prepare, sources
-from tests.test_fetch import OFFLINE_URL, Server
+from tests.test_fetch import OFFLINE_URL, Server, at_once
 
 # The label order of TFDS's imagenette (its ClassLabel names file), written out independently.
 IMAGENETTE_WNIDS = ["n01440764", "n02102040", "n02979186", "n03000684", "n03028079",
@@ -360,6 +360,49 @@ def test_a_server_ignoring_range_restarts_cleanly(tmp_path):
                     progress=False)
   assert server.sent == len(payload)
   _assert_cifar("cifar10", data_dir, expected)
+
+
+def test_two_processes_preparing_one_dataset_download_and_convert_it_once(tmp_path,
+                                                                          monkeypatch):
+  archive, expected = _cifar10(tmp_path / "c10.tar.gz", per_batch=(20, 20, 20, 20, 20), test=20)
+  with open(archive, "rb") as f:
+    payload = f.read()
+  data_dir = tmp_path / "data"
+  conversions = tmp_path / "conversions.txt"
+  convert = prepare._convert  # pylint: disable=protected-access
+
+  def counted(*args):
+    with open(conversions, "a", encoding="utf-8") as f:
+      f.write(f"{os.getpid()}\n")
+    return convert(*args)
+
+  monkeypatch.setattr(prepare, "_convert", counted)  # the forked processes inherit it
+  server = Server(payload)
+
+  def task():
+    return prepare.prepare("cifar10", data_dir=data_dir, url=server.url, sha256=_sha(archive),
+                           progress=False)
+
+  target = prepare.prepared_dir("cifar10", data_dir)
+  assert at_once(task, server, target) == [(False, target)] * 2  # both before it was prepared
+  assert server.requests == [None] and server.sent == len(payload)
+  assert len(conversions.read_text().split()) == 1
+  _assert_cifar("cifar10", data_dir, expected)
+  assert _leftovers(data_dir) == ["cifar10"]  # no lock file, no build directory
+  assert os.listdir(os.path.dirname(prepare.archive_path("cifar10", data_dir))) == [
+      "cifar-10-binary.tar.gz"]
+
+
+def test_holding_the_lock_removes_any_build_directory_left(tmp_path):
+  archive, expected = _cifar10(tmp_path / "c10.tar.gz", seed=5)
+  data_dir = tmp_path / "data"
+  # Left by a process of another machine sharing data_dir: its id may be a live one here.
+  left = os.path.join(data_dir, "actbench", f".cifar10.tmp-{os.getpid()}-abc")
+  os.makedirs(left)
+  prepare.prepare("cifar10", data_dir=data_dir, url=f"file://{archive}", sha256=_sha(archive),
+                  progress=False)
+  _assert_cifar("cifar10", data_dir, expected)
+  assert _leftovers(data_dir) == ["cifar10"]
 
 
 def test_offline_names_the_url_and_where_to_put_the_archive(tmp_path):

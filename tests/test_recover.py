@@ -1,16 +1,19 @@
 """A damaged store loses no evaluation: the journal beside it, `--config.mode=recover`, and the
 replay of journaled results a killed process never committed."""
 
+import glob
+import logging
 import math
 import os
 import random
+import sqlite3
 
 import numpy as np
 import pytest
 
 from actbench import modes, search
 from actbench.search import journal, recovery
-from actbench.search.store import Evaluation, Store, StoreError
+from actbench.search.store import DamagedStoreError, Evaluation, Store, StoreError
 from configs import quickstart
 
 SCHEMA = "binary(unary(x),unary(x))"
@@ -27,13 +30,14 @@ def _evaluation(i):
                     [{"seed": 0, "validation_accuracy": accuracy}], 3.0 + i, "w", 1e9 + i)
 
 
-def _build(path, n=300, evaluated=120):
+def _build(path, n=300, evaluated=120, fingerprints=(("recipe", "r1"),)):
   """A store of n classes, `evaluated` of them recorded, with output features; returns the
   evaluations and feature rows as they were committed."""
   rows = np.random.default_rng(0).normal(size=(n, 64)).astype(np.float32)
   with Store(path) as db:
     db.init_space(SCHEMA, _classes(n))
-    db.set_meta("recipe", "r1")
+    for key, value in fingerprints:
+      db.set_meta(key, value)
     db.put_features("outputs", range(n), rows)
     for i in range(evaluated):
       db.record(_evaluation(i))
@@ -58,7 +62,6 @@ def _damage(path, rng: random.Random) -> None:
 def _checkpoint(path):
   """Moves everything from the write-ahead log into the database file (as a clean close
   does), so that damage to the file reaches committed pages."""
-  import sqlite3  # pylint: disable=import-outside-toplevel
   db = sqlite3.connect(path)
   db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
   db.close()
@@ -131,7 +134,8 @@ def test_a_journaled_result_never_committed_is_replayed(tmp_path):
   journal.append(journal.path_of(path), {
       "class_id": 7, "name": _classes(300)[7][0], "status": lost.status,
       "metrics": '{"validation_accuracy": 0.507, "train_loss": 0.125}',
-      "per_seed": "[]", "runtime_s": 10.0, "worker": "w", "finished_at": 2e9})
+      "per_seed": "[]", "runtime_s": 10.0, "worker": "w", "finished_at": 2e9,
+      "recipe": "r1"})  # the store's fingerprint: a line without any is not replayed
   journal.append(journal.path_of(path), {"class_id": 8, "name": "another(x)", "status": "ok"})
   with open(journal.path_of(path), "a", encoding="utf-8") as f:
     f.write('{"class_id": 9, "name": "torn')  # a crash mid-line
@@ -215,3 +219,216 @@ def test_recovery_refuses_a_journal_of_another_recipe_even_when_the_file_lost_it
   modes.run(config, workdir)
   with Store(path) as db:
     assert db.get_meta("recipe") == search.recipe_fingerprint(config)
+
+
+def _damage_table(path, table):
+  """Overwrites the root page of one table (found in the schema), leaving every other page as
+  it was: the whole table becomes unreadable, the rest of the file stays readable."""
+  _checkpoint(path)
+  db = sqlite3.connect(path)
+  (root,) = db.execute("SELECT rootpage FROM sqlite_master WHERE name = ?", (table,)).fetchone()
+  (page,) = db.execute("PRAGMA page_size").fetchone()
+  db.close()
+  assert root > 1  # not sqlite_master itself
+  with open(path, "r+b") as f:
+    f.seek((root - 1) * page)
+    f.write(bytes(random.Random(root).randrange(256) for _ in range(page)))
+
+
+def _lose_space_digest(path):
+  """The meta record of the space's digest removed, as if its cell had been damaged."""
+  db = sqlite3.connect(path)
+  with db:
+    db.execute("DELETE FROM meta WHERE key = 'store.space_digest'")
+  db.close()
+
+
+def test_an_unreadable_classes_table_with_an_intact_journal_rebuilds_every_evaluation(tmp_path):
+  path = str(tmp_path / "search.sqlite")
+  committed, _ = _build(path)
+  _damage_table(path, "classes")
+  with pytest.raises(DamagedStoreError):
+    Store(path)
+  found = recovery.salvage(path)
+  # Not vacuous: the file's rows are there, without names (they used to refuse the rebuild
+  # as "another search space").
+  assert found.names == {} and len(found.evaluations) == len(committed)
+  assert all(row["name"] is None for row in found.evaluations)
+  report = recovery.rebuild(path, SCHEMA, _classes(300), recipe="r1")
+  assert report["from_journal"] == len(committed) and report["from_file"] == 0
+  assert not any(report["skipped"].values())  # the file's rows are the journal's again
+  with Store(path) as db:
+    recovered = db.evaluations()
+    assert list(recovered) == list(committed)
+    assert all(_same(recovered[i], committed[i]) for i in committed)
+    assert db.classes() == _classes(300)
+
+
+def test_without_the_journal_unnamed_rows_are_kept_when_the_files_space_digest_matches(tmp_path):
+  path = str(tmp_path / "search.sqlite")
+  committed, rows = _build(path)
+  os.remove(journal.path_of(path))
+  _damage_table(path, "classes")
+  report = recovery.rebuild(path, SCHEMA, _classes(300), recipe="r1")
+  assert report["from_file"] == len(committed) and report["from_journal"] == 0
+  assert not any(report["skipped"].values())
+  with Store(path) as db:
+    recovered = db.evaluations()
+    assert list(recovered) == list(committed)
+    assert all(_same(recovered[i], committed[i]) for i in committed)
+    kept, present = db.features("outputs")  # the digest vouches for the features' ids too
+    assert present.all()
+    np.testing.assert_array_equal(kept, rows)
+
+
+def test_without_the_digest_an_unnamed_row_is_kept_only_where_the_journal_names_its_class(
+    tmp_path):
+  path = str(tmp_path / "search.sqlite")
+  committed, _ = _build(path)
+  _lose_space_digest(path)
+  _damage_table(path, "classes")
+  lines = journal.read(journal.path_of(path))
+  os.remove(journal.path_of(path))
+  for line in lines[:10]:  # the journal lost all but its first ten lines...
+    if line["class_id"] == 3:  # ...and one of those lost its result, but not its class name
+      line = {**line, "metrics": "{damaged"}
+    journal.append(journal.path_of(path), line)
+  report = recovery.rebuild(path, SCHEMA, _classes(300), recipe="r1")
+  assert report["from_journal"] == 9 and report["from_file"] == 1  # class 3, from the file
+  assert report["skipped"]["unreadable"] == 1
+  assert report["skipped"]["unnamed"] == len(committed) - 10  # nothing says what they were
+  with Store(path) as db:
+    recovered = db.evaluations()
+    assert sorted(recovered) == list(range(10))
+    assert all(_same(recovered[i], committed[i]) for i in recovered)
+
+
+def _unchanged_and_not_moved(path, before: bytes) -> None:
+  with open(path, "rb") as f:
+    assert f.read() == before
+  assert not glob.glob(path + ".damaged-*")
+
+
+@pytest.mark.parametrize("kind", ["another SQLite database", "not SQLite", "a newer version"])
+def test_a_foreign_or_newer_file_is_not_damage_and_is_never_moved_aside(tmp_path, kind):
+  path = str(tmp_path / "search.sqlite")
+  if kind == "a newer version":
+    _build(path, n=20, evaluated=5)
+    _checkpoint(path)
+    db = sqlite3.connect(path)
+    (version,) = db.execute("PRAGMA user_version").fetchone()
+    db.execute(f"PRAGMA user_version = {version + 7}")
+    db.close()
+    expected = f"format version {version + 7}"
+  elif kind == "another SQLite database":
+    db = sqlite3.connect(path)
+    with db:
+      db.execute("CREATE TABLE notes (text TEXT)")
+      db.execute("INSERT INTO notes VALUES ('mine')")
+    db.close()
+    expected = "not an actbench store"
+  else:
+    with open(path, "w", encoding="utf-8") as f:
+      f.write("a text file that happens to have the store's name\n" * 100)
+    expected = "not an SQLite database"
+  with open(path, "rb") as f:
+    before = f.read()
+  assert not recovery.is_damaged(path)
+  with pytest.raises(StoreError, match=expected) as refused:
+    recovery.rebuild(path, SCHEMA, _classes(20), recipe="r1")
+  assert not isinstance(refused.value, DamagedStoreError)
+  assert f"not rebuilding {path}" in str(refused.value)
+  _unchanged_and_not_moved(path, before)
+
+
+def test_an_intact_store_is_not_rebuilt(tmp_path):
+  path = str(tmp_path / "search.sqlite")
+  _build(path, n=20, evaluated=5)
+  _checkpoint(path)
+  with open(path, "rb") as f:
+    before = f.read()
+  assert not recovery.is_damaged(path)
+  with pytest.raises(StoreError, match="intact"):
+    recovery.rebuild(path, SCHEMA, _classes(20), recipe="r1")
+  _unchanged_and_not_moved(path, before)
+
+
+def _line(i, **fingerprints):
+  """A journal line of another search's result for class i (its metrics tell it apart)."""
+  return {"class_id": i, "name": _classes(300)[i][0], "status": "ok",
+          "metrics": '{"validation_accuracy": 0.01}', "per_seed": "[]", "runtime_s": 1.0,
+          "worker": "old", "finished_at": 1.0, **fingerprints}
+
+
+def test_a_journal_mixing_two_recipes_rebuilds_only_this_recipes_lines(tmp_path, caplog):
+  path = str(tmp_path / "search.sqlite")
+  committed, _ = _build(path)
+  ours = journal.read(journal.path_of(path))
+  os.remove(journal.path_of(path))
+  # An earlier search of another recipe in this workdir (the same classes among them), and a
+  # line of no search at all, before this search's lines.
+  theirs = [_line(i, recipe="r0") for i in (*range(20), *range(250, 260))]
+  for line in (*theirs, _line(270), *ours):
+    journal.append(journal.path_of(path), line)
+  _checkpoint(path)
+  with open(path, "r+b") as f:
+    f.truncate(1024)  # the file's meta records are gone: only the lines tell searches apart
+  assert not recovery.salvage(path).meta
+  with pytest.raises(StoreError, match="pass recipe="):  # which of the two? never a guess
+    recovery.rebuild(path, SCHEMA, _classes(300))
+  assert recovery.is_damaged(path)  # refused: nothing was moved
+  with caplog.at_level(logging.WARNING):
+    report = recovery.rebuild(path, SCHEMA, _classes(300), recipe="r1")
+  assert report["skipped"]["recipe"] == len(theirs)
+  assert report["skipped"]["unattributed"] == 1
+  assert report["from_journal"] == len(committed)
+  warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+  assert len(warnings) == 1 and f"{len(theirs)} recipe" in warnings[0], warnings
+  with Store(path) as db:
+    recovered = db.evaluations()
+    assert list(recovered) == list(committed)
+    assert all(_same(recovered[i], committed[i]) for i in committed)
+    assert db.get_meta("recipe") == "r1"
+
+
+def test_a_journal_of_only_another_recipe_is_refused_not_rebuilt_empty(tmp_path):
+  path = str(tmp_path / "search.sqlite")
+  _build(path, evaluated=0)
+  for i in range(20):
+    journal.append(journal.path_of(path), _line(i, recipe="r0"))
+  _checkpoint(path)
+  with open(path, "r+b") as f:
+    f.truncate(1024)
+  with pytest.raises(StoreError, match="20 of another training recipe"):
+    recovery.rebuild(path, SCHEMA, _classes(300), recipe="r1")
+  assert recovery.is_damaged(path)  # refused: nothing was moved
+
+
+def test_a_salvaged_row_without_fingerprint_is_kept_when_the_files_meta_matches(tmp_path):
+  path = str(tmp_path / "search.sqlite")
+  committed, _ = _build(path, fingerprints=(("recipe", "r1"), ("data", "d1"), ("model", "m1")))
+  _checkpoint(path)
+  os.remove(journal.path_of(path))
+  size = os.path.getsize(path)
+  with open(path, "r+b") as f:
+    f.truncate(size - 4096 * 3)
+  found = recovery.salvage(path)
+  salvaged = {row["class_id"] for row in found.evaluations}
+  assert salvaged and not any(key in row for row in found.evaluations
+                              for key in ("recipe", "data", "model"))  # rows carry none
+  assert (found.meta["recipe"], found.meta["data"], found.meta["model"]) == ("r1", "d1", "m1")
+  # A journal line without any fingerprint, for a class the file lost: not attributable.
+  stray = min(set(range(300)) - salvaged)
+  journal.append(journal.path_of(path), _line(stray))
+  with pytest.raises(StoreError, match="other data"):  # the file's own data differ: wrong config
+    recovery.rebuild(path, SCHEMA, _classes(300), recipe="r1", data="d2")
+  assert recovery.is_damaged(path)
+  report = recovery.rebuild(path, SCHEMA, _classes(300), recipe="r1", data="d1")
+  assert report["from_file"] == len(salvaged) and report["from_journal"] == 0
+  assert report["skipped"]["unattributed"] == 1
+  with Store(path) as db:
+    recovered = db.evaluations()
+    assert set(recovered) == salvaged
+    assert all(_same(recovered[i], committed[i]) for i in recovered)
+    # The fingerprints of what it kept, the model's taken from the file.
+    assert [db.get_meta(key) for key in ("recipe", "data", "model")] == ["r1", "d1", "m1"]

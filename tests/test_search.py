@@ -287,3 +287,39 @@ def test_launcher_search_mode_on_the_smoke_config(tmp_path):
   assert "4 of " in process.stdout and "rank" in process.stdout
   with open(tmp_path / "leaderboard.csv", encoding="utf-8") as f:
     assert len(list(csv.DictReader(f))) == 4
+
+
+def test_where_the_data_lives_is_not_part_of_the_recipe(tmp_path):
+  config = tiny_config()
+  moved = tiny_config()
+  moved.dataset.data_dir = str(tmp_path / "elsewhere")
+  moved.dataset.download = False
+  assert search.recipe_fingerprint(moved) == search.recipe_fingerprint(config)
+  other = tiny_config()
+  other.dataset.validation_size = 16
+  assert search.recipe_fingerprint(other) != search.recipe_fingerprint(config)
+  # A store made before, whose recipe included data_dir and download, resumed with its own
+  # config: taken as this recipe's and upgraded, so the data may move from then on.
+  with store.Store(str(tmp_path / "search.sqlite")) as db:
+    db.init_space("unary(x)", [["relu(x)"]])
+    db.set_meta("recipe", search.recipe_fingerprint(config, legacy=True))
+    search.check_recipe(db, config)
+    assert db.get_meta("recipe") == search.recipe_fingerprint(config)
+    search.check_recipe(db, moved)
+    db.set_meta("recipe", search.recipe_fingerprint(other, legacy=True))
+    with pytest.raises(store.StoreError, match="another training recipe"):
+      search.check_recipe(db, moved)
+
+
+@pytest.mark.slow
+def test_a_baseline_spelt_with_spaces_is_trained_and_recorded_under_its_normal_name(tmp_path):
+  # Regression: the spaced name became its class's representative and the search raised
+  # KeyError after training it, on every restart.
+  config = tiny_config(baselines=("add(relu(x), tanh(x))", "tanh( x )"), budget=2,
+                       population_size=2)
+  summary = search.run(config, str(tmp_path), progress=False)
+  names = {summary.classes[i][0]: ev.status for i, ev in summary.evaluations.items()}
+  assert names == {"add(relu(x),tanh(x))": "ok", "tanh(x)": "ok"}
+  assert not any(" " in name for members in summary.classes for name in members)
+  again = search.run(config, str(tmp_path), progress=False)  # a restart: nothing to redo
+  assert repr(again.evaluations) == repr(summary.evaluations)

@@ -480,7 +480,8 @@ def _other_version(tmp_path) -> bytes:
     (_truncated_to_the_last_page, "malformed"),
     (_garbled_middle, "damaged|malformed|not a database"),
     (_foreign_sqlite, r"not an actbench store \(application_id 0x0, tables \['results'\]\)"),
-    (_other_version, "format version 2; this actbench reads version 1"),
+    (_other_version, f"format version {store_lib.FORMAT_VERSION + 1}; this actbench reads "
+                     f"version {store_lib.FORMAT_VERSION}: upgrade actbench"),
 ])
 def test_damaged_or_foreign_files_raise_store_error_naming_the_path(tmp_path, make, message):
   path = tmp_path / "workdir" / "store.db"

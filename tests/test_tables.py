@@ -20,7 +20,9 @@ import numpy as np
 import pytest
 
 from actbench import tables
+from actbench.engine import fetch
 from actbench.tables import table as table_module
+from tests.test_fetch import Server, at_once, damage_after_streaming, flip_byte
 
 cache_module = importlib.import_module("actbench.tables.cache")
 # `actbench.tables.download` is the function (re-exported); the module is reached by name.
@@ -315,14 +317,15 @@ def test_load_by_published_name(source, tmp_path, monkeypatch):
     tables.load(tmp_path / "missing.json", cache_dir=cache_dir)
 
 
-def _serve(payload: bytes, length: int | None = None):
+def _serve(payload: bytes, length: int | None = None, announce: bool = True):
   """A stand-in for urllib.request.urlopen that serves `payload` and counts its calls."""
   calls = []
 
   def urlopen(request, timeout=None):
     calls.append(request.full_url)
     headers = email.message.Message()
-    headers["Content-Length"] = str(len(payload) if length is None else length)
+    if announce:
+      headers["Content-Length"] = str(len(payload) if length is None else length)
     return urllib.response.addinfourl(io.BytesIO(payload), headers, request.full_url, 200)
 
   return urlopen, calls
@@ -374,7 +377,144 @@ def test_download_records_a_file_placed_by_hand(tmp_path, monkeypatch):
     f.write(b"{}")
   assert tables.download("cnn", cache_dir=tmp_path) == path
   with open(download_module.sidecar_path(path), encoding="utf-8") as f:
-    assert json.load(f)["sha256"] == hashlib.sha256(b"{}").hexdigest()
+    record = json.load(f)
+  assert record["sha256"] == hashlib.sha256(b"{}").hexdigest() and record["bytes"] == 2
+  with open(download_module.sidecar_path(path), "w", encoding="utf-8") as f:
+    f.write("{")
+  with pytest.raises(tables.DownloadError, match="download.json is unreadable") as error:
+    tables.download("cnn", cache_dir=tmp_path)
+  assert "delete it" in str(error.value)
+
+
+def _published(payload: bytes, monkeypatch, **options) -> Server:
+  """A local server standing in for the published Act-Bench-CNN."""
+  server = Server(payload, **options)
+  monkeypatch.setitem(tables.BENCHMARKS, "cnn", server.url)
+  monkeypatch.setattr(download_module, "_checked", {})
+  return server
+
+
+def _sidecar(path) -> dict:
+  with open(download_module.sidecar_path(path), encoding="utf-8") as f:
+    return json.load(f)
+
+
+def test_two_processes_download_a_table_once(tmp_path, monkeypatch):
+  payload = json.dumps(_entries(20)).encode()
+  server = _published(payload, monkeypatch)
+  path = download_module.published_path("cnn", tmp_path)
+  task = lambda: tables.download("cnn", cache_dir=tmp_path, progress=False)
+  assert at_once(task, server, path) == [(False, path), (False, path)]  # both before the file
+  assert server.requests == [None] and server.sent == len(payload)
+  with open(path, "rb") as f:
+    assert f.read() == payload
+  record = _sidecar(path)
+  assert record["sha256"] == hashlib.sha256(payload).hexdigest()
+  assert record["bytes"] == len(payload) and record["url"] == server.url
+  assert sorted(os.listdir(tmp_path)) == ["act-bench-cnn.json", "act-bench-cnn.json.download.json"]
+
+
+def test_a_table_unlike_the_announced_size_is_refused(tmp_path, monkeypatch):
+  payload = json.dumps(_entries(5)).encode()
+
+  def grow(part):
+    with open(part, "ab") as f:
+      f.write(b" ")
+
+  with _published(payload, monkeypatch) as server:
+    damage_after_streaming(monkeypatch, grow)
+    with pytest.raises(tables.DownloadError, match=(
+        f"it has {len(payload) + 1:,} bytes on disk, but the server announced "
+        f"{len(payload):,}")) as error:
+      tables.download("cnn", cache_dir=tmp_path, progress=False)
+  assert server.url in str(error.value)
+  assert os.listdir(tmp_path) == []  # neither the file nor a sidecar
+
+
+def test_a_table_whose_size_the_server_does_not_announce_is_refused(tmp_path, monkeypatch):
+  urlopen, _ = _serve(b"{}", announce=False)
+  monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+  with pytest.raises(tables.DownloadError, match="did not announce the file's size"):
+    tables.download("cnn", cache_dir=tmp_path, progress=False)
+  assert os.listdir(tmp_path) == []
+
+
+def test_a_table_changed_after_download_is_refused(tmp_path, monkeypatch):
+  payload = json.dumps(_entries(5)).encode()
+  path = download_module.published_path("cnn", tmp_path)
+  good = hashlib.sha256(payload).hexdigest()
+  changed = bytearray(payload)
+  changed[10] ^= 1
+  changed = hashlib.sha256(bytes(changed)).hexdigest()
+  get = lambda: tables.download("cnn", cache_dir=tmp_path, progress=False)
+
+  def refused(match: str) -> str:
+    with pytest.raises(tables.DownloadError, match=match) as error:
+      get()
+    message = str(error.value)
+    assert path in message and "delete it" in message and "download('cnn')" in message
+    os.remove(path)  # as the message says: the next call fetches it again
+    return message
+
+  with _published(payload, monkeypatch) as server:
+    get()
+    with open(path, "ab") as f:
+      f.write(b" ")
+    refused(f"it has {len(payload) + 1:,} bytes, {len(payload):,} when downloaded")
+
+    get()  # the same size, a new mtime: hashed again, although checked in this process
+    mtime = os.stat(path).st_mtime_ns
+    flip_byte(path, at=10)
+    os.utime(path, ns=(mtime + 10**9, mtime + 10**9))
+    assert f"its sha256 is {changed}, {good} when downloaded" in refused("its sha256 is")
+
+    get()  # the same size and mtime, in a process that has not checked it yet
+    mtime = os.stat(path).st_mtime_ns
+    flip_byte(path, at=10)
+    os.utime(path, ns=(mtime, mtime))
+    download_module._checked.clear()  # pylint: disable=protected-access
+    assert f"its sha256 is {changed}, {good} when downloaded" in refused("its sha256 is")
+
+    assert get() == path
+  assert server.requests == [None] * 4
+  with open(path, "rb") as f:
+    assert f.read() == payload
+
+
+def test_an_unchanged_table_is_hashed_once_per_process(tmp_path, monkeypatch):
+  payload = json.dumps(_entries(5)).encode()
+  hashed = []  # the files read whole to hash them
+  for name in ("sha256_file", "_read_back"):
+    read = getattr(fetch, name)
+    monkeypatch.setattr(fetch, name, lambda p, read=read: hashed.append(p) or read(p))
+  with _published(payload, monkeypatch):
+    path = tables.download("cnn", cache_dir=tmp_path, progress=False)
+  assert len(hashed) == 1  # the downloaded file, read back from disk
+  assert tables.download("cnn", cache_dir=tmp_path) == path
+  assert len(hashed) == 1
+  download_module._checked.clear()  # as in a new process  # pylint: disable=protected-access
+  assert tables.download("cnn", cache_dir=tmp_path) == path
+  assert tables.download("cnn", cache_dir=tmp_path) == path
+  assert hashed == [fetch.partial_path(path), path]
+
+
+def test_pinned_size_and_sha256_are_checked(tmp_path, monkeypatch):
+  payload = json.dumps(_entries(5)).encode()
+  good = hashlib.sha256(payload).hexdigest()
+  path = download_module.published_path("cnn", tmp_path)
+  with _published(payload, monkeypatch):
+    monkeypatch.setitem(download_module.PUBLISHED, "cnn", (len(payload), "0" * 64))
+    with pytest.raises(tables.DownloadError, match=f"is corrupt: its sha256 is {good}, "
+                       f"expected {'0' * 64}"):
+      tables.download("cnn", cache_dir=tmp_path, progress=False)
+    assert os.listdir(tmp_path) == []
+    monkeypatch.setitem(download_module.PUBLISHED, "cnn", (len(payload), good))
+    assert tables.download("cnn", cache_dir=tmp_path, progress=False) == path
+  monkeypatch.setitem(download_module.PUBLISHED, "cnn", (len(payload), "1" * 64))
+  download_module._checked.clear()  # pylint: disable=protected-access
+  with pytest.raises(tables.DownloadError, match=f"the published file has {len(payload):,} and "
+                     f"{'1' * 64}"):
+    tables.download("cnn", cache_dir=tmp_path)
 
 
 def test_default_cache_dir(monkeypatch):

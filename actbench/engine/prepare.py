@@ -315,17 +315,21 @@ def _convert(name: str, archive: str, out: str, progress: bool) -> dict[str, int
 
 
 def _remove_stale(parent: str, name: str):
-  """Removes the build directories of killed preparations of `name` (on this machine)."""
+  """Removes the build directories of killed preparations of `name`.
+
+  Called holding the dataset's lock, so no other preparation is running, on this machine or
+  another: every build directory there is a dead one's (process ids say nothing about other
+  machines). Without file locks, only those whose process is gone on this machine."""
   pattern = re.compile(rf"\.{re.escape(name)}\.tmp-(\d+)-.*")
   for entry in os.listdir(parent):
     match = pattern.fullmatch(entry)
-    if match and not processes.pid_alive(int(match.group(1))):
+    if match and (fetch.LOCKING or not processes.pid_alive(int(match.group(1)))):
       shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
 
 
 def _install(build: str, target: str, name: str, data_dir):
   """Renames the complete `build` directory to `target`, replacing an outdated one."""
-  if is_prepared(name, data_dir):  # a concurrent preparation finished first
+  if is_prepared(name, data_dir):  # only without file locks can another preparation run
     shutil.rmtree(build)
     return
   if os.path.exists(target):
@@ -340,7 +344,6 @@ def _install(build: str, target: str, name: str, data_dir):
 def _build(name: str, archive: str, data_dir, record: dict, progress: bool):
   target = prepared_dir(name, data_dir)
   parent = os.path.dirname(target)
-  os.makedirs(parent, exist_ok=True)
   _remove_stale(parent, name)
   build = tempfile.mkdtemp(prefix=f".{name}.tmp-{os.getpid()}-", dir=parent)
   try:
@@ -364,14 +367,29 @@ def _build(name: str, archive: str, data_dir, record: dict, progress: bool):
       shutil.rmtree(build, ignore_errors=True)
 
 
+def _fetch_archive(name: str, data_dir, url: str, sha256: str, size: int | None, progress: bool):
+  archive = archive_path(name, data_dir)
+  try:
+    fetch.fetch(url, archive, sha256=sha256, size=size, progress=progress)
+  except fetch.ChecksumError as e:
+    raise PrepareError(f"cannot prepare {name}: {e}") from e
+  except fetch.FetchError as e:
+    raise PrepareError(
+        f"could not download the {name} archive from {url}: {e.reason}. Without network access, "
+        f"fetch that URL on another machine and place the file at {archive}, then run "
+        f"`{_command(name, data_dir)}` again (a partial download is resumed)") from e
+
+
 def prepare(name: str, *, data_dir=None, url: str | None = None, sha256: str | None = None,
             progress: bool = True) -> str:
   """Prepares dataset `name` (one of PREPARABLE) once; returns its directory.
 
   Does nothing when it is already prepared. Otherwise fetches the official archive (or uses
   the one at `archive_path(name, data_dir)`, placed there by hand), checks its sha256 and
-  converts it; an interrupted download resumes on the next call. Prints nothing: with
-  `progress`, tqdm bars show the download and the conversion.
+  converts it; an interrupted download resumes on the next call. Processes preparing one
+  dataset at once take turns (`fetch.locked` on its directory): the first downloads and
+  converts, the others wait and find it prepared. Prints nothing: with `progress`, tqdm bars
+  show the download and the conversion.
 
   Args:
     name: 'cifar10', 'cifar100' or 'imagenette'.
@@ -394,17 +412,17 @@ def prepare(name: str, *, data_dir=None, url: str | None = None, sha256: str | N
     official_url, official_size, official_sha = official_source(name)
     url = url or official_url
     size, sha256 = (official_size, official_sha) if sha256 is None else (None, sha256)
-  try:
-    fetch.fetch(url, archive, sha256=sha256, size=size, progress=progress)
-  except fetch.ChecksumError as e:
-    raise PrepareError(f"cannot prepare {name}: {e}") from e
-  except fetch.FetchError as e:
-    raise PrepareError(
-        f"could not download the {name} archive from {url}: {e.reason}. Without network access, "
-        f"fetch that URL on another machine and place the file at {archive}, then run "
-        f"`{_command(name, data_dir)}` again (a partial download is resumed)") from e
-  _build(name, archive, data_dir, {"url": url, "sha256": sha256.lower(),
-                                   "archive": os.path.basename(archive)}, progress)
+  with contextlib.ExitStack() as stack:
+    try:
+      os.makedirs(os.path.dirname(target), exist_ok=True)
+      stack.enter_context(fetch.locked(target))
+    except OSError as e:
+      raise PrepareError(f"cannot prepare {name} in {os.path.dirname(target)}: {e}") from e
+    if is_prepared(name, data_dir):  # another process prepared it while this one waited
+      return target
+    _fetch_archive(name, data_dir, url, sha256, size, progress)
+    _build(name, archive, data_dir, {"url": url, "sha256": sha256.lower(),
+                                     "archive": os.path.basename(archive)}, progress)
   return target
 
 

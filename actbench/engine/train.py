@@ -6,7 +6,10 @@ program, sharded over every device) and returns a PopulationResult.
 
 Training is checkpointed with Orbax every epoch when a workdir is given, and a restarted run
 resumes from the last checkpoint with the same result as an uninterrupted run (batches,
-augmentation and dropout are pure functions of the seed and the step).
+augmentation and dropout are pure functions of the seed and the step). A population's
+checkpoint directory is named by what its training depends on (`training_identity`, its
+functions and seeds, its data and model), so a search resumed with another budget resumes it;
+`remove_checkpoints` removes those of finished populations.
 
     from actbench import train
     from configs import quickstart
@@ -21,8 +24,11 @@ import hashlib
 import json
 import math
 import os
+import re
+import shutil
 import time
-from collections.abc import Sequence
+import uuid
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from absl import logging
@@ -124,24 +130,138 @@ def provenance(dataset: data_lib.Dataset, make_model) -> str:
           f"{model_factory.identity(make_model, tuple(dataset.info.input_shape))}")
 
 
-def _population_id(config, names: Sequence[str], seeds: Sequence[int], source: str) -> str:
-  text = json.dumps([config.to_json() if hasattr(config, "to_json") else str(config),
-                     list(names), list(seeds), source], sort_keys=True)
+# Where the data lives and whether it may be downloaded: not what it is (its fingerprint is in
+# `provenance`), so moving a dataset keeps its checkpoints.
+_DATA_LOCATION = ("data_dir", "download")
+
+
+def training_identity(config) -> dict[str, Any]:
+  """What a population's training depends on in `config`: the data (less where it lives), the
+  model, the train and population sections, the seeds. The mode, the search, surrogate,
+  Fisher, benchmark, replay and report sections, the activations and the checkpoint period
+  are left out, so a search resumed with a larger budget (or other surrogate settings) resumes
+  its populations' checkpoints."""
+  config = defaults.complete(config)
+  dataset = config.dataset.to_dict()
+  for name in _DATA_LOCATION:
+    dataset.pop(name)
+  return {"dataset": dataset, "model": config.model.to_dict(),
+          "train": config.train.to_dict(), "population": config.population.to_dict(),
+          "seeds": [int(seed) for seed in config.seeds], "seed": int(config.seed)}
+
+
+def _digest(value) -> str:
+  text = json.dumps(value, sort_keys=True, default=str)
   return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _population_id(config, names: Sequence[str], seeds: Sequence[int], source: str) -> str:
+  return _digest([training_identity(config), list(names), list(seeds), source])
+
+
+CHECKPOINTS = "checkpoints"  # the workdir's folder of checkpoint directories
+POPULATION_FILE = "population.json"  # in each: what it trains (`read_population`)
 
 
 def checkpoint_directory(workdir: str, config, names: Sequence[str], seeds: Sequence[int],
                          source: str) -> str:
   """Where the checkpoints of the population of `names` x `seeds` live in the workdir
   (`source`: its `provenance`)."""
-  return os.path.join(os.path.abspath(workdir), "checkpoints",
+  return os.path.join(os.path.abspath(workdir), CHECKPOINTS,
                       _population_id(config, names, seeds, source))
+
+
+def _make_checkpoint_directory(workdir: str, config, names: Sequence[str], seeds: Sequence[int],
+                               source: str) -> str:
+  """`checkpoint_directory`, created with its POPULATION_FILE before any checkpoint is in it,
+  so that `remove_checkpoints` can tell whose it is."""
+  directory = checkpoint_directory(workdir, config, names, seeds, source)
+  os.makedirs(directory, exist_ok=True)
+  path = os.path.join(directory, POPULATION_FILE)
+  if not os.path.exists(path):
+    record = {"id": os.path.basename(directory),
+              "training": _digest(training_identity(config)), "source": source,
+              "names": list(names), "seeds": [int(seed) for seed in seeds]}
+    # Written whole or not at all (a reader never sees half a file); every process of a
+    # multi-host job may write it, with the same content.
+    partial = f"{path}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
+    with open(partial, "w", encoding="utf-8") as f:
+      json.dump(record, f, indent=1)
+    os.replace(partial, path)
+  return directory
+
+
+def read_population(directory: str) -> dict[str, Any] | None:
+  """The POPULATION_FILE of a checkpoint directory (keys id, training, source, names, seeds:
+  per member), or None where it has none or an unreadable one."""
+  try:
+    with open(os.path.join(directory, POPULATION_FILE), encoding="utf-8") as f:
+      record = json.load(f)
+  except (OSError, ValueError):
+    return None
+  if not isinstance(record, dict) or not isinstance(record.get("names"), list):
+    return None
+  return record
+
+
+# The name of a checkpoint directory, of this version or an older one (which has no
+# POPULATION_FILE).
+_POPULATION_ID = re.compile(r"[0-9a-f]{16}")
+
+LEGACY_AGE_S = 24 * 3600.0  # see remove_checkpoints
+
+
+def remove_checkpoints(workdir: str, finished: Callable[[list[str]], bool], *,
+                       legacy_age_s: float = LEGACY_AGE_S) -> list[str]:
+  """Removes the workdir's checkpoint directories that no run will resume; returns them.
+
+  A directory goes when `finished(names)` says so for the distinct activation names its
+  POPULATION_FILE lists (a search: every one has its results recorded, so no worker trains
+  that population again). A directory without one was written by an older version of actbench,
+  whose directory names no longer match any population's: it goes once nothing in it has
+  changed for `legacy_age_s` (an older process may still be writing it). Anything else in the
+  folder stays.
+
+  `finished` must only say yes for names that no live process is training: a directory is
+  removed whatever happens in it.
+  """
+  root = os.path.join(os.path.abspath(workdir), CHECKPOINTS)
+  try:
+    entries = sorted(os.listdir(root))
+  except FileNotFoundError:
+    return []
+  removed = []
+  for entry in entries:
+    directory = os.path.join(root, entry)
+    if not _POPULATION_ID.fullmatch(entry) or not os.path.isdir(directory):
+      continue
+    record = read_population(directory)
+    if record is None:
+      if time.time() - _last_change(directory) < legacy_age_s:
+        continue
+    elif not finished(list(dict.fromkeys(str(name) for name in record["names"]))):
+      continue
+    shutil.rmtree(directory, ignore_errors=True)
+    removed.append(directory)
+  return removed
+
+
+def _last_change(directory: str) -> float:
+  """The latest modification time of `directory` or anything in it."""
+  latest = os.path.getmtime(directory)
+  for folder, subfolders, files in os.walk(directory):
+    for name in subfolders + files:
+      try:
+        latest = max(latest, os.lstat(os.path.join(folder, name)).st_mtime)
+      except OSError:  # removed meanwhile
+        pass
+  return latest
 
 
 def _checkpoint_manager(workdir: str | None, config, names, seeds, source: str):
   if not workdir or not int(config.checkpoint_every_epochs):
     return None
-  directory = checkpoint_directory(workdir, config, names, seeds, source)
+  directory = _make_checkpoint_directory(workdir, config, names, seeds, source)
   options = ocp.CheckpointManagerOptions(max_to_keep=1, enable_async_checkpointing=False)
   return ocp.CheckpointManager(directory, options=options)
 

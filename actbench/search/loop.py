@@ -27,6 +27,7 @@ import shutil
 import socket
 import threading
 import time
+import _thread
 from collections.abc import Sequence
 
 from absl import logging
@@ -36,24 +37,41 @@ import numpy as np
 from actbench import defaults, processes
 from actbench.engine import model_factory, population, train
 from actbench.expr import features, operators, space
-from actbench.expr.expression import ExpressionError
+from actbench.expr.expression import ExpressionError, parse
 from actbench.search import journal, recovery
 from actbench.search import store as store_lib
 from actbench.search import strategies, surrogate
 
-STORE_NAME = "search.sqlite"
+STORE_NAME = store_lib.FILE_NAME
 OUTPUTS = "outputs"  # feature kinds in the store
 FISHER = "fisher"
+SET_ASIDE = "search.set-aside.jsonl"  # results of classes another worker recorded first
 
 
 def store_path(workdir: str) -> str:
+  """The SQLite store of a workdir (the default store)."""
   return os.path.join(workdir, STORE_NAME)
 
 
+def open_store(config, workdir: str) -> store_lib.SearchStore:
+  """The store config.search.store names: '' for the workdir's search.sqlite, or a
+  postgresql:// database shared by many machines (the search under config.search.name)."""
+  cfg = config.search
+  return store_lib.open_store(str(cfg.store), workdir=workdir, name=str(cfg.name),
+                              retry_s=float(cfg.store_retry_s))
+
+
+def has_store(config, workdir: str) -> bool:
+  """Whether there is a store to read: a database always, a workdir's file when it exists."""
+  return bool(config.search.store) or os.path.exists(store_path(workdir))
+
+
 def baseline_names(config) -> list[str]:
-  """The functions every search starts with (config.search.baselines, or METHOD.md's 8)."""
+  """The functions every search starts with (config.search.baselines, or METHOD.md's 8), in
+  their normal spelling: `add(relu(x), tanh(x))` is `add(relu(x),tanh(x))`, the name its class
+  is trained and recorded under."""
   names = config.search.baselines or [f"{b}(x)" for b in operators.BASELINES]
-  return [str(n) for n in names]
+  return list(dict.fromkeys(str(parse(str(n))) for n in names))
 
 
 def space_classes(config) -> list[list[str]]:
@@ -97,10 +115,19 @@ _LATER_FIELDS = {
 }
 
 
-def recipe_fingerprint(config) -> str:
+# Where the data is and whether it may be fetched: not what it is (its fingerprint, kept as the
+# store's 'data', says that).
+_LOCATION_FIELDS = ("data_dir", "download")
+
+
+def recipe_fingerprint(config, *, legacy: bool = False) -> str:
   """What the recorded results depend on besides the function: data, model, training, seeds,
-  features. A store's results are only comparable under one recipe."""
+  features. A store's results are only comparable under one recipe. `legacy`: the
+  fingerprint stores got before where the data lives was left out of it."""
   parts = {key: config[key].to_dict() for key in ("dataset", "model", "train", "fisher")}
+  if not legacy:
+    for name in _LOCATION_FIELDS:
+      parts["dataset"].pop(name, None)
   for section, fields in _LATER_FIELDS.items():
     for name, neutral in fields.items():
       if name in parts[section] and parts[section][name] == neutral:
@@ -117,24 +144,21 @@ def check_recipe(db: store_lib.Store, config, dataset=None, make_model=None) -> 
   come from others (a resumed search must not mix them). Stores older than the data and model
   records get them on first use."""
   fingerprint = recipe_fingerprint(config)
-  stored = db.get_meta("recipe")
-  if stored is None:
-    db.set_meta("recipe", fingerprint)
+  stored = db.set_meta_if_absent("recipe", fingerprint)
+  if stored != fingerprint and stored == recipe_fingerprint(config, legacy=True):
+    db.set_meta("recipe", fingerprint)  # a store from before data_dir left the recipe
   elif stored != fingerprint:
     raise store_lib.StoreError(
         f"{db.path} holds results of another training recipe (dataset, model, train, fisher, "
-        f"seeds differ from this config's): use another --workdir, or the config it was "
-        f"made with")
+        f"seeds differ from this config's): {db.elsewhere}, or the config it was made with")
   if dataset is None:
     return
   for key, value, what in (
       ("data", dataset.fingerprint, f"on other data than {dataset.info.name!r}"),
       ("model", model_factory.identity(make_model, tuple(dataset.info.input_shape)),
        "with another model")):
-    stored = db.get_meta(key)
-    if stored is None:
-      db.set_meta(key, value)
-    elif stored != value:
+    stored = db.set_meta_if_absent(key, value)
+    if stored != value:
       raise store_lib.StoreError(
           f"{db.path} holds results computed {what}: the {key} changed since (recorded "
           f"{stored!r}, now {value!r}). Use another --workdir, or the {key} the store was "
@@ -169,49 +193,86 @@ def _progress(iterable=None, **kwargs):
   return tqdm(iterable, disable=disable, dynamic_ncols=True, **kwargs)
 
 
-def compute_features(config, db: store_lib.Store, names: Sequence[str], dataset, *,
-                     make_model=None, progress: bool = True) -> strategies.Candidates:
+def compute_features(config, db: store_lib.SearchStore, names: Sequence[str], dataset, *,
+                     make_model=None, progress: bool = True, worker: str = "",
+                     ttl_s: float = 600.0) -> strategies.Candidates:
   """Output and Fisher features of every class, computed where the store lacks them and
-  stored chunk by chunk (a killed run keeps finished chunks). Functions whose outputs are not
-  finite are no candidates (METHOD.md section 4): they get NaN Fisher rows without training."""
+  stored chunk by chunk (a killed run keeps finished chunks). Fisher chunks are claimed like
+  training (the store's task 'fisher'): workers sharing the store compute each class's
+  features once, and wait for the chunks others hold. Functions whose outputs are not finite
+  are no candidates (METHOD.md section 4): they get NaN Fisher rows without training."""
   classes = db.classes()
   normalize = bool(config.population.normalize)
   outputs, present = db.features(OUTPUTS)
-  if not present.all():
+  if not present.all():  # cheap: every worker may compute them
     outputs = features.outputs([members[0] for members in classes], normalize=normalize)
     db.put_features(OUTPUTS, range(len(classes)), outputs)
-  fisher_rows, present = db.features(FISHER)
-  missing = np.flatnonzero(~present)
   finite = np.isfinite(outputs).all(axis=1)
+  rows, present = db.features(FISHER)
+  missing = _finite_first(present, finite)
   chunk = max(int(config.search.features_chunk), 1)
-  if missing.size:
-    from actbench import fisher  # pylint: disable=import-outside-toplevel
-    bar = _progress(total=int(missing.size), desc="Fisher features", unit="fn",
-                    disable=not progress)
-    for start in range(0, missing.size, chunk):
-      ids = missing[start:start + chunk]
-      todo = ids[finite[ids]]
-      rows = None
-      if todo.size:
-        result = fisher.features(config, [names[i] for i in todo], dataset=dataset,
-                                 make_model=make_model)
-        rows = result.features
-        if result.failed:
-          logging.info("%d of %d functions have no Fisher features, e.g. %s: %s",
-                       len(result.failed), todo.size, *_first_failure(result))
-      if fisher_rows.shape[1] == 0 and rows is not None:
-        fisher_rows = np.full((len(classes), rows.shape[1]), np.nan, np.float32)
-      if fisher_rows.shape[1]:
-        block = np.full((ids.size, fisher_rows.shape[1]), np.nan, np.float32)
-        if rows is not None:
-          block[finite[ids]] = rows
-        fisher_rows[ids] = block
-        db.put_features(FISHER, ids, block)
-      bar.update(int(ids.size))
-    bar.close()
+  worker = worker or default_worker()
+  lead = jax.process_index() == 0
+  computed, waited = 0, False
+  bar = _progress(total=len(classes), initial=len(classes) - int(missing.size),
+                  desc="Fisher features", unit="fn", disable=not progress or not missing.size)
+  while missing.size:
+    status, ids = 0, []
+    if lead:
+      ids = db.claim(missing.tolist(), chunk, worker, ttl_s, dead=is_dead_worker, task=FISHER)
+      if ids and not finite[ids].any() and not rows.shape[1]:
+        db.release(ids, worker, task=FISHER)  # NaN rows of a width no worker has found yet
+        ids = []
+      status = 1 if ids else 2
+    status, *ids = _broadcast_ids([status, *ids], chunk + 1)
+    if status == 2:  # the rest is claimed by other workers: wait for their rows
+      if not waited:
+        holders = sorted(set(db.claimed_ids(task=FISHER).values()))
+        logging.info("the remaining %d Fisher features are being computed by %s; waiting",
+                     missing.size, ", ".join(holders) or "other workers")
+        waited = True
+      time.sleep(min(ttl_s, 2.0))
+    else:
+      with _heartbeat(db if lead else None, worker, ttl_s, {(FISHER, i) for i in ids}):
+        block = _fisher_rows(config, [names[i] for i in ids], finite[ids], rows.shape[1],
+                             dataset, make_model)
+      db.put_features(FISHER, ids, block)  # and drops the claims
+      computed += len(ids)
+    rows, present = db.features(FISHER)
+    bar.update(int(present.sum()) - bar.n)
+    missing = _finite_first(present, finite)
+    if not finite[missing].any() and not rows.shape[1]:
+      break  # no function of the space has finite outputs: no Fisher features at all
+  bar.close()
+  if computed or waited:
+    logging.info("computed %d Fisher features in this worker (%s)", computed, worker)
+  fisher_rows, _ = db.features(FISHER)
   return strategies.Candidates(classes=classes, outputs=np.asarray(outputs, np.float32),
                                fisher=np.asarray(fisher_rows, np.float32),
                                schema=config.search.space, baselines=tuple(baseline_names(config)))
+
+
+def _finite_first(present: np.ndarray, finite: np.ndarray) -> np.ndarray:
+  """The classes without Fisher rows, those with finite outputs first (the first chunk
+  computed sets the rows' width)."""
+  missing = np.flatnonzero(~present)
+  return np.concatenate([missing[finite[missing]], missing[~finite[missing]]])
+
+
+def _fisher_rows(config, names, finite, width, dataset, make_model) -> np.ndarray:
+  """Fisher features of `names` (rows `width` wide when none is computed), NaN rows where the
+  outputs are not finite or the features failed."""
+  from actbench import fisher  # pylint: disable=import-outside-toplevel
+  todo = [name for name, ok in zip(names, finite) if ok]
+  if not todo:
+    return np.full((len(names), width), np.nan, np.float32)
+  result = fisher.features(config, todo, dataset=dataset, make_model=make_model)
+  if result.failed:
+    logging.info("%d of %d functions have no Fisher features, e.g. %s: %s",
+                 len(result.failed), len(todo), *_first_failure(result))
+  block = np.full((len(names), result.features.shape[1]), np.nan, np.float32)
+  block[np.asarray(finite, bool)] = result.features
+  return block
 
 
 def _first_failure(result) -> tuple[str, str]:
@@ -335,7 +396,7 @@ def run(config, workdir: str, *, exhaustive: bool = False, progress: bool = True
   worker = cfg.worker or default_worker()
   ttl = float(cfg.claim_ttl_s)
   lead = jax.process_index() == 0
-  with store_lib.Store(store_path(workdir)) as db:
+  with open_store(config, workdir) as db:
     # Every process keeps the space and the features (the same values everywhere: idempotent
     # on a shared workdir); only process 0 claims and records.
     db.init_space(cfg.space, space_classes(config))
@@ -344,8 +405,12 @@ def run(config, workdir: str, *, exhaustive: bool = False, progress: bool = True
       logging.info("replayed evaluations from %s", db.journal_path)
     classes = db.classes()
     names = trainable_names(classes, schema)
+    if lead:  # a population whose classes are all recorded is never trained again
+      recorded, class_of = db.evaluated_ids(), {name: i for i, name in enumerate(names)}
+      train.remove_checkpoints(
+          workdir, lambda trained: all(class_of.get(name) in recorded for name in trained))
     candidates = compute_features(train_config, db, names, dataset, make_model=make_model,
-                                  progress=progress)
+                                  progress=progress, worker=worker, ttl_s=ttl)
     total = len(classes) if exhaustive else min(int(cfg.budget), len(classes))
     per_round = max(int(cfg.population_size), 1)
     layout = embedding(config, db, candidates)  # aquasurf's, and the map's in any case
@@ -367,72 +432,116 @@ def run(config, workdir: str, *, exhaustive: bool = False, progress: bool = True
             proposal = strategy.propose(history, want, exclude=others)
           ids = db.claim(proposal, want, worker, ttl, dead=is_dead_worker)
           if not ids and db.claimed_ids():
-            logging.info("every remaining class is claimed by other workers; waiting")
-            time.sleep(min(ttl, 5.0))
-            continue
+            if not exhaustive:
+              logging.info("every remaining class is claimed by other workers; waiting")
+              time.sleep(min(ttl, 5.0))
+              continue
+            # A benchmark's last classes are others': the worker that records the last one
+            # writes the table (modes.run_benchmark); this one stops here.
+            holders = sorted(set(db.claimed_ids().values()))
+            logging.info("the remaining %d classes are being trained by %s; the table is "
+                         "written by whichever worker records the last one",
+                         len(db.claimed_ids()), ", ".join(holders))
       ids = _broadcast_ids(ids, per_round)
       if not ids:
         break
-      with _heartbeat(db.path if lead else None, worker, ttl):
-        _train_and_record(train_config, db, dataset, make_model, ids, [names[i] for i in ids],
-                          worker, workdir, lead, progress)
+      logging.info("training %d functions x %d seeds: %s", len(ids), len(train_config.seeds),
+                   ", ".join(names[i] for i in ids))
+      with _heartbeat(db if lead else None, worker, ttl, {(store_lib.TRAIN, i) for i in ids}):
+        result = train.train_population(train_config, [names[i] for i in ids],
+                                        list(train_config.seeds), workdir=workdir,
+                                        dataset=dataset, make_model=make_model,
+                                        progress=progress)
+      if lead:
+        _record(train_config, db, result, ids, [names[i] for i in ids], worker, workdir,
+                dataset, make_model)
       bar.update(len(ids))
     bar.close()
     return SearchSummary(classes, db.evaluations(), candidates, layout)
 
 
-def recover(config, workdir: str) -> dict:
+def recover(config, workdir: str, *, dataset=None, make_model=None) -> dict:
   """`--config.mode=recover`: a damaged store rebuilt for config's space from its journal and
-  what the file still holds (recovery.rebuild); an intact one gets any journaled evaluation
-  it lacks. Returns what was done."""
+  what the file still holds (recovery.rebuild); an intact one (or a database) gets any
+  journaled evaluation of this search it lacks. Returns what was done."""
   config = defaults.complete(config)
+  dataset, make_model = train.task(config, dataset, make_model)
+  fingerprints = {"recipe": recipe_fingerprint(config), "data": dataset.fingerprint,
+                  "model": model_factory.identity(make_model, tuple(dataset.info.input_shape))}
   path = store_path(workdir)
-  if not os.path.exists(path) and not os.path.exists(journal.path_of(path)):
+  if not config.search.store and not os.path.exists(path) and not os.path.exists(
+      journal.path_of(path)):
     raise store_lib.StoreError(f"nothing to recover in {workdir}: no {STORE_NAME} and no "
                                "journal")
-  if not recovery.is_damaged(path):
-    with store_lib.Store(path) as db:
+  if config.search.store or not recovery.is_damaged(path):
+    with open_store(config, workdir) as db:
       db.init_space(config.search.space, space_classes(config))
-      return {"intact": True, "from_journal": db.replay_journal()}
-  report = recovery.rebuild(path, config.search.space, space_classes(config),
-                            recipe=recipe_fingerprint(config))
-  return {"intact": False, **report}
+      check_recipe(db, config, dataset, make_model)
+      return {"intact": True, "location": db.location, "from_journal": db.replay_journal()}
+  report = recovery.rebuild(path, config.search.space, space_classes(config), **fingerprints)
+  return {"intact": False, "location": path, **report}
 
 
 @contextlib.contextmanager
-def _heartbeat(path: str | None, worker: str, ttl: float):
-  """Keeps this worker's claims alive while it trains (a population may outlast the claim
-  time-to-live); a killed worker stops beating and its claims expire. Its own connection:
-  SQLite connections belong to one thread."""
-  if path is None:
+def _heartbeat(db: store_lib.SearchStore | None, worker: str, ttl: float,
+               held: set[tuple[str, int]]):
+  """Keeps this worker's claims (`held`: (task, class id) pairs) alive while it works (a
+  population may outlast the claim time-to-live); a killed worker stops beating and its
+  claims expire. Its own connection: connections belong to one thread.
+
+  A heartbeat that fails (the store refused, or unreachable for config.search.store_retry_s)
+  stops the work with a StoreError saying so: the claims would expire and another worker
+  redo the work. Claims another worker took over while this one was cut off are logged once:
+  whichever result is recorded first stays, the other is kept aside."""
+  if db is None:
     yield
     return
-  stop = threading.Event()
+  stop, failures = threading.Event(), []
 
   def beat():
-    with store_lib.Store(path) as own:
-      while not stop.wait(max(ttl / 3, 1.0)):
-        own.heartbeat(worker, ttl)
+    warned = False
+    try:
+      with db.reopen() as own:
+        while not stop.wait(max(ttl / 3, 1.0)):
+          lost = held - own.heartbeat(worker, ttl)
+          if lost and not warned:
+            logging.warning("%d claims of this worker (%s) were taken over while it was cut "
+                            "off: the first result recorded for each class stays, the other "
+                            "goes to %s", len(lost), worker, SET_ASIDE)
+            warned = True
+    except BaseException as e:  # pylint: disable=broad-except  # reported in the main thread
+      failures.append(e)
+      if not stop.is_set():
+        _thread.interrupt_main()
 
   thread = threading.Thread(target=beat, daemon=True, name="actbench-heartbeat")
   thread.start()
   try:
     yield
+  except KeyboardInterrupt as e:
+    if failures:
+      raise store_lib.StoreError(
+          f"stopped: the heartbeat that keeps this worker's claims alive failed ({failures[0]}); "
+          "its classes are trained again by the next run, or by another worker once the "
+          "claims expire") from e
+    raise
   finally:
     stop.set()
     thread.join()
 
 
-def _train_and_record(config, db, dataset, make_model, ids, names, worker, workdir, lead,
-                      progress):
-  logging.info("training %d functions x %d seeds: %s", len(ids), len(config.seeds),
-               ", ".join(names))
-  result = train.train_population(config, names, list(config.seeds), workdir=workdir,
-                                  dataset=dataset, make_model=make_model, progress=progress)
-  if not lead:
-    return
-  for evaluation in evaluations_from(result, ids, names, worker):
-    db.record(evaluation)
+def _record(config, db, result, ids, names, worker, workdir, dataset, make_model) -> None:
+  """Records a trained population; a class another worker recorded first keeps that result,
+  and this one goes to the workdir's search.set-aside.jsonl (never recorded twice)."""
+  evaluations = evaluations_from(result, ids, names, worker)
+  for evaluation, recorded in zip(evaluations, db.record_many(evaluations)):
+    if not recorded:
+      record = db.journal_line(evaluation, names[ids.index(evaluation.class_id)],
+                                db.fingerprints())
+      journal.append(os.path.join(workdir, SET_ASIDE), record)
+      logging.warning("class %d (%s) was recorded by another worker first; this worker's "
+                      "result is kept aside in %s", evaluation.class_id, record["name"],
+                      os.path.join(workdir, SET_ASIDE))
   # The checkpoints of a recorded population are never needed again.
   for directory in train.checkpoint_directories(config, names, list(config.seeds), workdir,
                                                 dataset=dataset, make_model=make_model):

@@ -17,7 +17,8 @@ import zipfile
 
 import numpy as np
 
-from actbench.tables.download import BENCHMARKS, default_cache_dir, published_path, resolve_name
+from actbench.tables.download import (BENCHMARKS, check_in_place, default_cache_dir,
+                                      published_path, resolve_name)
 from actbench.tables.table import BenchmarkError, Table, read_hashed
 
 # Tables built with actbench and shipped with it (configs/digits_bench.py rebuilds v2,
@@ -43,7 +44,7 @@ def _source_path(path_or_name, cache_dir: str) -> str:
     raise BenchmarkError(f"Act-Bench-{name.upper()} is not in {cache_dir}: run "
                          f"actbench.tables.download({name!r}) first (about 130 MB), or copy "
                          f"{BENCHMARKS[name]} to {local}")
-  return local
+  return check_in_place(name, cache_dir)  # still the file that was downloaded
 
 
 def bundled_path(name: str) -> str:
