@@ -225,7 +225,7 @@ def run_report(config, workdir):
   from actbench.search import strategies  # pylint: disable=import-outside-toplevel
   texts = []
   if search.has_store(config, workdir):
-    with search.open_store(config, workdir) as db:
+    with search.open_store(config, workdir, create=False) as db:
       if not db.num_classes:
         raise WorkdirError(f"nothing to report: {db.location} holds no search yet")
       classes = db.classes()

@@ -1,6 +1,10 @@
 """bench/accelerator_check.py: its --tiny run writes every section with finite positive figures,
 its FLOP counts agree with counts by hand, and its bookkeeping (budget, out-of-memory series,
 the largest population that fits) does what the device run relies on, checked without a device.
+
+The --tiny run takes over a minute of the 2-core CI machine's 15: its tests are extended, run
+with `python -m pytest -q --runslow tests/test_accelerator_check.py` before a device session
+(and after any change to bench/accelerator_check.py); the bookkeeping tests always run.
 """
 
 import json
@@ -42,6 +46,7 @@ def tiny_report(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.extended  # the --tiny run: see the module docstring
 def test_tiny_run_records_the_device_and_finishes(tiny_report):
   report, stdout = tiny_report
   env = report["env"]
@@ -55,6 +60,7 @@ def test_tiny_run_records_the_device_and_finishes(tiny_report):
 
 
 @pytest.mark.slow
+@pytest.mark.extended  # the --tiny run: see the module docstring
 def test_tiny_flop_counts_agree_with_counts_by_hand(tiny_report):
   rows = {row["program"]: row for row in tiny_report[0]["flops"]}
   dense = rows["dense 256x512x1024, forward and backward"]
@@ -82,6 +88,7 @@ def _program_figures_ok(row):
 
 
 @pytest.mark.slow
+@pytest.mark.extended  # the --tiny run: see the module docstring
 def test_tiny_training_measures_every_strategy_dtype_and_population(tiny_report):
   report = tiny_report[0]
   rows = report["training"]
@@ -105,6 +112,7 @@ def test_tiny_training_measures_every_strategy_dtype_and_population(tiny_report)
 
 
 @pytest.mark.slow
+@pytest.mark.extended  # the --tiny run: see the module docstring
 def test_tiny_vision_and_fisher_sections(tiny_report):
   report = tiny_report[0]
   assert report["vision"]

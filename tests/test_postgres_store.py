@@ -5,6 +5,7 @@ at once (bench/store_load.py)."""
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import math
@@ -14,7 +15,7 @@ import threading
 import numpy as np
 import pytest
 
-from actbench import config_fields
+from actbench import config_fields, modes
 from actbench.search import journal
 from actbench.search import store as store_lib
 from actbench.search.store import Evaluation, StoreError
@@ -113,6 +114,8 @@ def test_a_missing_name_or_a_bad_store_is_one_clear_line(tmp_path, postgres_url)
   with pytest.raises(StoreError, match='database "absent" does not exist'):
     store_lib.open_store(postgres_url.rsplit("/", 1)[0] + "/absent", workdir=str(tmp_path),
                          name="x", retry_s=5)
+  with pytest.raises(StoreError, match="no search of that name"):
+    store_lib.open_store(postgres_url, workdir=str(tmp_path), name="typo", create=False)
   config = quickstart.get_config()
   config.search.store = postgres_url
   assert config_fields.problems(config) == [
@@ -184,6 +187,25 @@ def test_journal_lines_of_another_recipe_are_never_replayed(tmp_path, postgres_u
       assert db.evaluations() == {}
   assert any("skipped 2 journal lines" in r.getMessage() and "2 of another recipe" in
              r.getMessage() for r in caplog.records)
+
+
+def test_mode_report_reads_the_shared_store_from_any_machine(tmp_path, postgres_url):
+  # What a worker elsewhere recorded (here: written directly), reported from a laptop.
+  with store_lib.open_store(postgres_url, workdir=str(tmp_path / "worker"), name="s") as db:
+    db.init_space("unary(x)", [["relu(x)"], ["tanh(x)"], ["elu(x)"]])
+    db.record_many([_evaluation(1, metrics={"validation_accuracy": 0.75}),
+                    _evaluation(0, metrics={"validation_accuracy": 0.5}),
+                    _evaluation(2, status="failed", metrics={})])
+  config = quickstart.get_config()
+  config.mode = "report"
+  config.search.store, config.search.name = postgres_url, "s"
+  laptop = tmp_path / "laptop"
+  modes.run(config, str(laptop))
+  with open(laptop / "leaderboard.csv", encoding="utf-8") as f:
+    rows = list(csv.DictReader(f))
+  assert [(r["activation"], r["validation_accuracy"]) for r in rows[:2]] == [
+      ("tanh(x)", "0.75"), ("relu(x)", "0.5")]
+  assert len(rows) == 3
 
 
 @pytest.mark.slow

@@ -77,7 +77,11 @@ def _benchmark_config():
   return config
 
 
+# Extended since the PostgreSQL workers' tests (test_postgres_workers.py) run several real
+# worker processes on every CI run; the SQLite store's own concurrency is checked process by
+# process in test_store.py.
 @pytest.mark.slow
+@pytest.mark.extended
 def test_two_processes_on_one_workdir_equal_one(tmp_path):
   config = _benchmark_config()
   one = tmp_path / "one"

@@ -53,12 +53,13 @@ def store_path(workdir: str) -> str:
   return os.path.join(workdir, STORE_NAME)
 
 
-def open_store(config, workdir: str) -> store_lib.SearchStore:
+def open_store(config, workdir: str, *, create: bool = True) -> store_lib.SearchStore:
   """The store config.search.store names: '' for the workdir's search.sqlite, or a
-  postgresql:// database shared by many machines (the search under config.search.name)."""
+  postgresql:// database shared by many machines (the search under config.search.name,
+  made unless not `create`)."""
   cfg = config.search
   return store_lib.open_store(str(cfg.store), workdir=workdir, name=str(cfg.name),
-                              retry_s=float(cfg.store_retry_s))
+                              retry_s=float(cfg.store_retry_s), create=create)
 
 
 def has_store(config, workdir: str) -> bool:

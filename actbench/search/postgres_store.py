@@ -72,9 +72,9 @@ class PostgresStore(SearchStore):
   _journal_first = True
 
   def __init__(self, url: str, name: str, *, journal_path: str, retry_s: float = 600.0,
-               connect_timeout_s: float = 10.0):
+               connect_timeout_s: float = 10.0, create: bool = True):
     """Connects (waiting up to retry_s for the database) and creates the search's tables if
-    they are missing.
+    they are missing (unless not `create`: then a missing search is a StoreError).
 
     Raises:
       StoreError: no name, a malformed URL, authentication refused, a store of a newer
@@ -96,6 +96,7 @@ class PostgresStore(SearchStore):
     self.journal_path = journal_path
     self._num_classes = None
     self._connection = None
+    self._create = create
     self._run("cannot create the store", self._create_or_validate)
 
   def reopen(self) -> PostgresStore:
@@ -188,6 +189,8 @@ class PostgresStore(SearchStore):
     self._exclusive(tx)  # workers starting together create the tables once
     exists = tx.execute("SELECT 1 FROM information_schema.tables WHERE table_schema = ? AND "
                         "table_name = 'meta'", (self._schema,))
+    if not exists and not self._create:
+      raise StoreError(f"{self.location}: there is no search of that name in this database")
     if not exists:
       tx.execute(f'CREATE SCHEMA IF NOT EXISTS "{self._schema}"')
       for name, columns in TABLES.items():

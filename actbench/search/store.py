@@ -58,12 +58,13 @@ _MIGRATIONS = {
 _SQLITE_TYPES = {"blob": "BLOB", "real": "REAL", "serial": "INTEGER PRIMARY KEY AUTOINCREMENT"}
 
 
-def open_store(location: str, *, workdir: str, name: str = "",
-               retry_s: float = 600.0) -> SearchStore:
+def open_store(location: str, *, workdir: str, name: str = "", retry_s: float = 600.0,
+               create: bool = True) -> SearchStore:
   """The store of a search: `location` '' (or a path) is an SQLite file (by default
   `workdir/search.sqlite`); a `postgresql://` URL is a database many machines share, holding
-  many searches, this one under `name`. The journal is `workdir/search.evaluations.jsonl`
-  either way: what this worker recorded stays on its machine.
+  many searches, this one under `name` (made unless not `create`). The journal is
+  `workdir/search.evaluations.jsonl` either way: what this worker recorded stays on its
+  machine.
 
   Raises:
     StoreError: the store is refused (damaged, foreign, unreachable...), or `name` is
@@ -74,7 +75,7 @@ def open_store(location: str, *, workdir: str, name: str = "",
     from actbench.search import postgres_store  # pylint: disable=import-outside-toplevel
     os.makedirs(workdir, exist_ok=True)  # the journal's
     return postgres_store.PostgresStore(location, name, journal_path=journal.path_of(local),
-                                        retry_s=retry_s)
+                                        retry_s=retry_s, create=create)
   return Store(location or local)
 
 
