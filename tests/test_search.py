@@ -7,6 +7,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -323,3 +324,19 @@ def test_a_baseline_spelt_with_spaces_is_trained_and_recorded_under_its_normal_n
   assert not any(" " in name for members in summary.classes for name in members)
   again = search.run(config, str(tmp_path), progress=False)  # a restart: nothing to redo
   assert repr(again.evaluations) == repr(summary.evaluations)
+
+
+def test_a_failing_heartbeat_stops_the_work_with_a_clear_message(tmp_path, monkeypatch):
+  with store.Store(str(tmp_path / "search.sqlite")) as db:
+    db.init_space("unary(x)", [["relu(x)"], ["tanh(x)"]])
+    assert db.claim([0, 1], 2, "w", 1.0) == [0, 1]
+
+    def refused(self, worker, ttl_s):
+      raise store.StoreError(f"{self.location}: cannot extend claims: disk full")
+    monkeypatch.setattr(store.Store, "heartbeat", refused)
+    started = time.monotonic()
+    with pytest.raises(store.StoreError, match=r"stopped: the heartbeat .* failed \(.*disk full"):
+      with loop._heartbeat(db, "w", 1.0, {(store.TRAIN, 0), (store.TRAIN, 1)}):  # pylint: disable=protected-access
+        while time.monotonic() - started < 30:  # training, interrupted by the failure
+          time.sleep(0.01)
+    assert time.monotonic() - started < 10
