@@ -292,8 +292,10 @@ def test_a_worker_cut_off_past_its_claims_ttl_has_its_classes_taken_over(
   assert held and all(final[i][3].endswith(f":pid{b.pid}") for i in held)
   # A's late results: set aside in its workdir, not recorded.
   assert sorted(kill_trials.set_aside(a.workdir)) == sorted(held)
-  assert {i for i, e in final.items() if e[3].endswith(f":pid{a.pid}")} == set()
-  assert sorted(kill_trials.journaled(a.workdir)) == sorted(held)  # kept locally all along
+  # Back in time, A may still claim classes nobody has yet: those it records, and journals.
+  by_a = {i for i, e in final.items() if e[3].endswith(f":pid{a.pid}")}
+  assert not by_a & held
+  assert sorted(kill_trials.journaled(a.workdir)) == sorted(held | by_a)  # kept locally
   _check_journals([a, b], final)
   log = a.log()
   assert log.count("was recorded by another worker first") == len(held)

@@ -65,15 +65,20 @@ def test_population_learns_and_reports_every_member(digits, monkeypatch):
   json.dumps(result.to_json())  # serializable
 
 
+# grouped's case is extended (CI time): its isolation and its agreement with map are also
+# checked for Fisher features (test_fisher.py) and gradients (test_gradients.py).
 @pytest.mark.slow
-def test_diverging_member_is_isolated_and_the_strategies_agree(digits):
+@pytest.mark.parametrize("strategies", [("map", "vmap"),
+                                        pytest.param(("map", "grouped"),
+                                                     marks=pytest.mark.extended)])
+def test_diverging_member_is_isolated_and_the_strategies_agree(digits, strategies):
   # One program for all members. Under vmap (the accelerator path) every member evaluates
   # every operator of the population's tables (here those the names use: a whole space's
   # would only make the CPU compile slower), and still nothing leaks; grouped, in groups of 2
   # (sorted by their codes, the second padded), the same holds.
   healthy_names = ["relu(identity(x))", "sigmoid(identity(x))", "tanh(identity(x))"]
   healthy_by_strategy = {}
-  for strategy in ("map", "vmap", "grouped"):
+  for strategy in strategies:
     config = smoke_config()
     config.population.strategy = strategy
     config.population.group_size = 2
@@ -90,7 +95,7 @@ def test_diverging_member_is_isolated_and_the_strategies_agree(digits):
     healthy_by_strategy[strategy] = healthy
   # The strategies compute the same members, fused differently.
   mapped = healthy_by_strategy["map"]
-  for strategy in ("vmap", "grouped"):
+  for strategy in strategies[1:]:
     other = healthy_by_strategy[strategy]
     assert other.activations == mapped.activations and other.seeds == mapped.seeds
     for name in mapped.metrics:

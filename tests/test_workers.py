@@ -37,7 +37,11 @@ def _fisher_pending(workdir):
     return False
 
 
+# Extended for CI's time: test_postgres_workers.py kills real workers 20 times on every run,
+# test_search.py crashes a search mid-way, and test_checkpoint_identity.py and test_train.py
+# resume populations from their checkpoints.
 @pytest.mark.slow
+@pytest.mark.extended
 def test_a_killed_search_loses_nothing_and_resumes_its_population(tmp_path):
   workdir = str(tmp_path)
   # 1: killed while computing Fisher features (outputs stored, Fisher rows not yet).

@@ -31,10 +31,9 @@ from absl import logging
 import numpy as np
 
 from actbench.search import journal
-from actbench.search.store import (DamagedStoreError, Evaluation, Store, StoreError,
-                                   evaluation_from_record, space_digest)
+from actbench.search.store import (FINGERPRINTS, DamagedStoreError, Evaluation, Store,
+                                   StoreError, evaluation_from_record, space_digest)
 
-FINGERPRINTS = ("recipe", "data", "model")  # the store's meta keys for what its results are of
 # Why a journal line or salvaged row was left out, as counted in rebuild's report['skipped']:
 # of another recipe, data or model; with no fingerprint at all; of another space than the
 # store's; a row whose class id nothing confirms; a record that is not an evaluation.
