@@ -13,7 +13,6 @@ rather than after minutes of features or training.
 from __future__ import annotations
 
 import difflib
-import re
 
 import ml_collections
 
@@ -98,12 +97,13 @@ def _bad_values(config) -> list[str]:
 
 def _store_problems(search) -> list[str]:
   """What is wrong with where the search's store is (config.search.store, .name)."""
+  from actbench.search import postgres_store  # pylint: disable=import-outside-toplevel
   location = str(search.store)
-  if location.startswith(("postgresql://", "postgres://")):
+  if postgres_store.is_database(location):
     if not search.name:
       return ["config.search.name is empty: a postgresql:// store holds many searches; name "
               "this one (every worker of the search gives the same name)"]
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,53}", str(search.name)):
+    if not postgres_store.NAME_PATTERN.fullmatch(str(search.name)):
       return [f"config.search.name = {search.name!r}: use 1 to 54 letters, digits, '_', '.' "
               "or '-', starting with a letter or digit"]
   elif "://" in location:

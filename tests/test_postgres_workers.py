@@ -113,6 +113,16 @@ def _first(evaluations: dict, n: int = kill_trials.BUDGET) -> dict:
   return dict(list(evaluations.items())[:n])
 
 
+def _workers(tmp_path, url: str, name: str, count: int, *args: str) -> list[Worker]:
+  """`count` workers of the search `name`, each with a workdir of its own (separate machines)."""
+  return [Worker(tmp_path, f"w{i}", url, name, *args) for i in range(count)]
+
+
+def _start_all(workers) -> None:
+  for worker in workers:
+    worker.start()
+
+
 def _stop_all(workers) -> None:
   for worker in workers:
     worker.stop()
@@ -164,7 +174,7 @@ def test_three_workers_killed_at_random_lose_nothing_and_find_what_one_finds(
     tmp_path, postgres_url, reference):
   rng = random.Random(23)
   name, kills = "kills", 20
-  workers = [Worker(tmp_path, f"w{i}", postgres_url, name, LONG) for i in range(3)]
+  workers = _workers(tmp_path, postgres_url, name, 3, LONG)
   monitor = str(tmp_path / "monitor")
   seen: dict[int, str] = {}  # class id -> its evaluation, as first seen in the store
   changed = []
@@ -221,11 +231,10 @@ def test_three_workers_killed_at_random_lose_nothing_and_find_what_one_finds(
 def test_workers_wait_out_a_server_crash_and_lose_nothing(tmp_path, postgres_server,
                                                           postgres_url, reference):
   name = "crash"
-  workers = [Worker(tmp_path, f"w{i}", postgres_url, name) for i in range(2)]
+  workers = _workers(tmp_path, postgres_url, name, 2)
   monitor = str(tmp_path / "monitor")
   try:
-    for worker in workers:
-      worker.start()
+    _start_all(workers)
     # Both workers training: each holds claims.
     _wait_for(lambda: len(set(_claims(postgres_url, name, monitor).values())) == 2, workers,
               every_s=0.2)
@@ -306,11 +315,10 @@ def test_a_worker_cut_off_past_its_claims_ttl_has_its_classes_taken_over(
 @pytest.mark.slow
 def test_two_workers_compute_each_fisher_feature_once(tmp_path, postgres_url, reference):
   name = "fisher"
-  workers = [Worker(tmp_path, f"w{i}", postgres_url, name) for i in range(2)]
+  workers = _workers(tmp_path, postgres_url, name, 2)
   monitor = str(tmp_path / "monitor")
   try:
-    for worker in workers:
-      worker.start()
+    _start_all(workers)
     # The features are the test; their training would add nothing.
     _wait_for(lambda: all(_fisher_counts(worker.log()) for worker in workers), workers,
               every_s=0.2)

@@ -132,7 +132,7 @@ def provenance(dataset: data_lib.Dataset, make_model) -> str:
 
 # Where the data lives and whether it may be downloaded: not what it is (its fingerprint is in
 # `provenance`), so moving a dataset keeps its checkpoints.
-_DATA_LOCATION = ("data_dir", "download")
+DATA_LOCATION = ("data_dir", "download")
 
 
 def training_identity(config) -> dict[str, Any]:
@@ -143,7 +143,7 @@ def training_identity(config) -> dict[str, Any]:
   its populations' checkpoints."""
   config = defaults.complete(config)
   dataset = config.dataset.to_dict()
-  for name in _DATA_LOCATION:
+  for name in DATA_LOCATION:
     dataset.pop(name)
   return {"dataset": dataset, "model": config.model.to_dict(),
           "train": config.train.to_dict(), "population": config.population.to_dict(),

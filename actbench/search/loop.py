@@ -116,18 +116,13 @@ _LATER_FIELDS = {
 }
 
 
-# Where the data is and whether it may be fetched: not what it is (its fingerprint, kept as the
-# store's 'data', says that).
-_LOCATION_FIELDS = ("data_dir", "download")
-
-
 def recipe_fingerprint(config, *, legacy: bool = False) -> str:
   """What the recorded results depend on besides the function: data, model, training, seeds,
   features. A store's results are only comparable under one recipe. `legacy`: the
   fingerprint stores got before where the data lives was left out of it."""
   parts = {key: config[key].to_dict() for key in ("dataset", "model", "train", "fisher")}
   if not legacy:
-    for name in _LOCATION_FIELDS:
+    for name in train.DATA_LOCATION:  # where the data is: its fingerprint is the store's 'data'
       parts["dataset"].pop(name, None)
   for section, fields in _LATER_FIELDS.items():
     for name, neutral in fields.items():
@@ -209,7 +204,7 @@ def compute_features(config, db: store_lib.SearchStore, names: Sequence[str], da
     outputs = features.outputs([members[0] for members in classes], normalize=normalize)
     db.put_features(OUTPUTS, range(len(classes)), outputs)
   finite = np.isfinite(outputs).all(axis=1)
-  rows, present = db.features(FISHER)
+  width, present = db.feature_presence(FISHER)  # the rows themselves are read once, below
   missing = _finite_first(present, finite)
   chunk = max(int(config.search.features_chunk), 1)
   worker = worker or default_worker()
@@ -221,7 +216,7 @@ def compute_features(config, db: store_lib.SearchStore, names: Sequence[str], da
     status, ids = 0, []
     if lead:
       ids = db.claim(missing.tolist(), chunk, worker, ttl_s, dead=is_dead_worker, task=FISHER)
-      if ids and not finite[ids].any() and not rows.shape[1]:
+      if ids and not finite[ids].any() and not width:
         db.release(ids, worker, task=FISHER)  # NaN rows of a width no worker has found yet
         ids = []
       status = 1 if ids else 2
@@ -235,14 +230,14 @@ def compute_features(config, db: store_lib.SearchStore, names: Sequence[str], da
       time.sleep(min(ttl_s, 2.0))
     else:
       with _heartbeat(db if lead else None, worker, ttl_s, {(FISHER, i) for i in ids}):
-        block = _fisher_rows(config, [names[i] for i in ids], finite[ids], rows.shape[1],
-                             dataset, make_model)
+        block = _fisher_rows(config, [names[i] for i in ids], finite[ids], width, dataset,
+                             make_model)
       db.put_features(FISHER, ids, block)  # and drops the claims
       computed += len(ids)
-    rows, present = db.features(FISHER)
+    width, present = db.feature_presence(FISHER)
     bar.update(int(present.sum()) - bar.n)
     missing = _finite_first(present, finite)
-    if not finite[missing].any() and not rows.shape[1]:
+    if not finite[missing].any() and not width:
       break  # no function of the space has finite outputs: no Fisher features at all
   bar.close()
   if computed or waited:

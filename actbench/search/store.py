@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from actbench.search import journal
+from actbench.search import journal, postgres_store
 from actbench.search.store_base import (FINGERPRINTS, FORMAT_VERSION, STATUSES, TABLES, TRAIN,
                                         DamagedStoreError, Evaluation, SearchStore, StoreError,
                                         Tx, evaluation_from_record, foreign_fingerprint,
@@ -71,8 +71,7 @@ def open_store(location: str, *, workdir: str, name: str = "", retry_s: float = 
       missing for a database.
   """
   local = os.path.join(workdir, FILE_NAME)
-  if str(location).startswith(("postgresql://", "postgres://")):
-    from actbench.search import postgres_store  # pylint: disable=import-outside-toplevel
+  if postgres_store.is_database(location):
     os.makedirs(workdir, exist_ok=True)  # the journal's
     return postgres_store.PostgresStore(location, name, journal_path=journal.path_of(local),
                                         retry_s=retry_s, create=create)

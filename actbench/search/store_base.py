@@ -363,6 +363,19 @@ class SearchStore:
                    (kind, *batch))
     self._run(f"cannot write {kind} features", body)
 
+  def feature_presence(self, kind: str) -> tuple[int, np.ndarray]:
+    """The width of the rows of `kind` (0 before any) and the mask of classes that have one:
+    what `features` says without reading the rows (a loop that polls it stays cheap)."""
+    def body(tx):
+      stored = tx.execute("SELECT width FROM feature_kinds WHERE kind = ?", (kind,))
+      return (stored[0][0] if stored else 0,
+              [row[0] for row in tx.execute("SELECT class_id FROM features WHERE kind = ?",
+                                            (kind,))])
+    width, ids = self._run(f"cannot read {kind} features", body, write=False)
+    present = np.zeros(self.num_classes, bool)
+    present[np.asarray(ids, np.int64)] = True
+    return width, present
+
   def features(self, kind: str) -> tuple[np.ndarray, np.ndarray]:
     """(num_classes, d) float32 rows, NaN where missing, and the mask of rows present."""
     def body(tx):  # one snapshot
