@@ -30,13 +30,13 @@ def _choices() -> dict[str, tuple]:
   from actbench.engine import model_factory, objectives, optim, population, train
   from actbench.fisher import device_eigenvalues, experiment, kfac, spectrum
   from actbench.models import layers
-  from actbench.search import strategies, surrogate
+  from actbench.search import featurize, strategies, surrogate
   return {
       "mode": MODES, "population.strategy": population.STRATEGIES,
       "fisher.method": experiment.METHODS,
       "fisher.type": kfac.FISHER_TYPES, "fisher.floor_mode": spectrum.FLOOR_MODES,
       "fisher.eigenvalues": device_eigenvalues.MODES,
-      "search.strategy": tuple(strategies.STRATEGIES),
+      "search.strategy": tuple(strategies.STRATEGIES), "search.fisher_choice": featurize.CHOICES,
       "surrogate.features": surrogate.FEATURE_SETS, "train.optimizer": optim.OPTIMIZERS,
       "train.schedule": optim.SCHEDULES, "train.loss": objectives.LOSSES,
       "train.weight_decay_on": ("all", "kernels"), "train.divergence": train.DIVERGENCE_RULES,
@@ -84,6 +84,7 @@ def _bad_values(config) -> list[str]:
       except ValueError as e:
         found.append(f"config.{dotted}: {e}")
   found += _store_problems(config.search)
+  found += _budget_problems(config)
   space_is_bad = any(line.startswith("config.search.space:") for line in found)
   for kind in ("unary", "binary", "nary"):
     chosen = config.search[kind]
@@ -92,6 +93,18 @@ def _bad_values(config) -> list[str]:
         space.size(str(config.search.space), **{kind: list(chosen)})
       except ValueError as e:
         found.append(f"config.search.{kind}: {e}")
+  return found
+
+
+def _budget_problems(config) -> list[str]:
+  """What is wrong with config.search's Fisher budget (featurize.py)."""
+  found = [f"config.search.{name} = {config.search[name]!r}: must be 0 or more"
+           for name in ("fisher_budget", "fisher_round", "fisher_every")
+           if int(config.search[name]) < 0]
+  if int(config.search.fisher_budget) and config.mode == "benchmark":
+    found.append(f"config.search.fisher_budget = {config.search.fisher_budget}: a benchmark "
+                 "table holds every function's Fisher features; set it to 0 for mode "
+                 "benchmark")
   return found
 
 

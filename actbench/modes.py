@@ -98,8 +98,8 @@ def run_search(config, workdir, *, exhaustive: bool = False):
   summary = search.run(config, workdir, exhaustive=exhaustive)
   if jax.process_index() != 0:
     return ""
-  text = _search_outputs(workdir, summary.classes, summary.evaluations, summary.candidates,
-                         summary.embedding, config)
+  text = _search_outputs(workdir, summary.classes, summary.evaluations, summary.embedding,
+                         config)
   done = len(summary.evaluations)
   failed = sum(ev.status != "ok" for ev in summary.evaluations.values())
   return (f"{done} of {len(summary.classes)} classes evaluated ({failed} failed); "
@@ -150,7 +150,7 @@ def benchmark_table(classes, evaluations, fisher_rows):
 def run_replay(config, workdir):
   from actbench import search, tables  # pylint: disable=import-outside-toplevel
   from actbench.search import (  # pylint: disable=import-outside-toplevel
-      replay, strategies, surrogate)
+      featurize, replay, strategies, surrogate)
   cfg = config.replay
   table_path = cfg.table or _workdir_table(config, workdir)
   if not table_path:
@@ -168,10 +168,14 @@ def run_replay(config, workdir):
                          tie=float(cfg.tie),
                          layout_cache=os.path.join(workdir, "layouts") if workdir else None,
                          feature_set=config.surrogate.features, progress=True,
+                         fisher_budget=featurize.Plan.from_config(config),  # as its search
                          strategy_options={"evolution": {"choices": choices},
                                            "aquasurf-local": {"choices": choices}})
+  plan = result.fisher_budget
   lines = [f"replay of {len(table)} functions from {table_path}: {int(cfg.seeds)} seeds, "
-           f"budget {int(cfg.budget)}"]
+           f"budget {int(cfg.budget)}" + (
+               "" if plan is None else f"; the surrogate's Fisher budget {plan['budget']} "
+               f"({plan['choice']}, rounds of {plan['round_size']} every {plan['every']})")]
   summary = result.summary()
   lines += [f"  {name}: {json.dumps(values)}" for name, values in summary.items()]
   if workdir and jax.process_index() == 0:
@@ -222,22 +226,14 @@ def _skipped(report) -> str:
 def run_report(config, workdir):
   """Rewrites the leaderboard and the figures from the workdir's store and replay.json."""
   from actbench import search  # pylint: disable=import-outside-toplevel
-  from actbench.search import strategies  # pylint: disable=import-outside-toplevel
   texts = []
   if search.has_store(config, workdir):
     with search.open_store(config, workdir, create=False) as db:
       if not db.num_classes:
         raise WorkdirError(f"nothing to report: {db.location} holds no search yet")
       classes = db.classes()
-      candidates = strategies.Candidates(
-          classes=classes, outputs=db.features(search.OUTPUTS)[0],
-          fisher=db.features(search.FISHER)[0], schema=config.search.space)
-      embedding = None
-      stored, present = db.features(search.embedding_kind(config))
-      if present.all() and stored.shape[1]:
-        embedding = stored
-      texts.append(_search_outputs(workdir, classes, db.evaluations(), candidates, embedding,
-                                   config))
+      texts.append(_search_outputs(workdir, classes, db.evaluations(),
+                                   search.stored_embedding(config, db), config))
   replay_path = os.path.join(workdir, "replay.json")
   if os.path.exists(replay_path):
     with open(replay_path, encoding="utf-8") as f:
@@ -275,7 +271,7 @@ def _workdir_table(config, workdir) -> str:
   return path if workdir and os.path.exists(path) else ""
 
 
-def _search_outputs(workdir, classes, evaluations, candidates, embedding, config) -> str:
+def _search_outputs(workdir, classes, evaluations, embedding, config) -> str:
   """leaderboard.csv, the surrogate map, the best functions' shapes and the search curve."""
   rows = report.store_leaderboard(classes, evaluations)
   report.write_leaderboard(rows, workdir)

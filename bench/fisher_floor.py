@@ -50,7 +50,7 @@ def fisher_rows(classes, floor: float, mode: str, chunk: int, cache: str,
   # add(relu(x),zero(x))), rather than a table of 2,791 whole functions.
   config.population.schema = config.search.space
   start = time.perf_counter()
-  result = experiment.features(config, loop.trainable_names(classes, config.search.space))
+  result = experiment.features(config, list(loop.trainable_names(classes, config.search.space)))
   print(f"  features, floor {tag}, chunks of {chunk}: {len(names)} functions in "
         f"{time.perf_counter() - start:.0f} s, {len(result.failed)} failed", flush=True)
   os.makedirs(cache, exist_ok=True)

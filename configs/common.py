@@ -109,6 +109,13 @@ def base_config() -> ml_collections.ConfigDict:
   config.search.budget = 100  # equivalence classes evaluated in all, baselines included
   config.search.population_size = 8  # classes trained together per round (x len(seeds))
   config.search.features_chunk = 256  # Fisher features computed and stored this many at a time
+  # Fisher features for the baselines plus at most this many classes, picked in rounds as the
+  # search goes; the surrogate proposes only among them (0 = every class; README "Large spaces")
+  config.search.fisher_budget = 0
+  config.search.fisher_round = 0  # classes a round featurizes (0 = a tenth of the budget)
+  config.search.fisher_every = 0  # evaluations between rounds (0 = population_size)
+  config.search.fisher_choice = "outputs"  # a round's picks: outputs (an outputs-only k-NN on
+  # the evaluations; diversity before any) | random
   config.search.worker = ""  # this worker's name in the store ('' = hostname-process index)
   config.search.claim_ttl_s = 600.0  # a dead worker's claims are taken over after this
   # where the store lives: '' = search.sqlite in the workdir (the workers of one host) |

@@ -160,10 +160,12 @@ def test_smoke_variant_trains_a_population_of_four(name, smoke_datasets):
 
 # ResNet-50 has only convolutions and one dense layer, like ResNet-56 in test_fisher*.py;
 # CoAtNet-0 has MobileViTv2's layer kinds (conv, depthwise conv, dense) and attention too.
+# All extended (CI time): each is minutes of XLA:CPU compiles; run them with --runslow.
 @pytest.mark.slow
 @pytest.mark.parametrize("name", [
     pytest.param("vit", marks=pytest.mark.extended),
-    pytest.param("imagenet_resnet50", marks=pytest.mark.extended), "imagenet_coatnet"])
+    pytest.param("imagenet_resnet50", marks=pytest.mark.extended),
+    pytest.param("imagenet_coatnet", marks=pytest.mark.extended)])
 def test_smoke_variant_has_fisher_features(name, smoke_datasets):
   config = _config(name, "smoke")
   dataset = smoke_datasets(config)

@@ -70,7 +70,10 @@ def test_the_python_script_prints_the_leaderboard(python_run):
   assert len(rows) == 12  # the budget: 8 baselines and 4 picks
 
 
+# Extended (CI time): the launcher's search mode is also run by test_search.py and
+# test_main.py; this one checks the README's config file against its Python script.
 @pytest.mark.slow
+@pytest.mark.extended
 def test_the_config_file_and_launcher_find_the_same(python_run, tmp_path):
   blocks = _blocks()
   for language, text in blocks[1:]:

@@ -432,3 +432,33 @@ def test_a_salvaged_row_without_fingerprint_is_kept_when_the_files_meta_matches(
     assert all(_same(recovered[i], committed[i]) for i in recovered)
     # The fingerprints of what it kept, the model's taken from the file.
     assert [db.get_meta(key) for key in ("recipe", "data", "model")] == ["r1", "d1", "m1"]
+
+
+@pytest.mark.parametrize("compress, lose_codec", [(True, False), (True, True), (False, False)])
+def test_compressed_feature_rows_survive_a_rebuild_bit_for_bit(tmp_path, compress, lose_codec):
+  path = str(tmp_path / "store.db")
+  classes = [[f"rep{i}(x)"] for i in range(40)]
+  rng = np.random.default_rng(0)
+  rows = np.sort(rng.choice(rng.uniform(size=80), (40, 378)), axis=1).astype(np.float32)
+  rows[3] = np.nan
+  with Store(path) as db:
+    db.init_space("binary(unary(x),unary(x))", classes)
+    db.set_meta("recipe", "r1")
+    db.put_features("fisher", range(40), rows, compress=compress)
+  db = sqlite3.connect(path)
+  if lose_codec:  # the pages saying how the rows are stored are gone: the rows still tell
+    db.execute("DELETE FROM meta WHERE key LIKE 'store.codec.%'")
+    db.execute("DELETE FROM feature_kinds")
+    db.commit()
+  db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+  db.close()
+  with open(path, "r+b") as f:
+    f.truncate(os.path.getsize(path) - 4096)
+  assert recovery.is_damaged(path)
+  recovery.rebuild(path, "binary(unary(x),unary(x))", classes, recipe="r1")
+  with Store(path) as db:
+    values, present = db.features("fisher")
+    assert db.feature_codec("fisher") == ("shuffle-zlib" if compress and not lose_codec
+                                          else "raw")
+  assert present.sum() >= 20  # the rows of the pages that survived
+  assert np.array_equal(values[present].view(np.uint32), rows[present].view(np.uint32))

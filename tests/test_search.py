@@ -14,7 +14,7 @@ import pytest
 
 from actbench import modes, search, tables
 from actbench.engine import train
-from actbench.search import loop, store
+from actbench.search import loop, store, strategies, workers
 from configs import quickstart
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -55,6 +55,19 @@ def searched(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("search"))
   text = modes.run(searched_config(), workdir)
   return workdir, text
+
+
+def spy_on_training(monkeypatch) -> list[list[str]]:
+  """The names of every population trained from now on, in order."""
+  trained = []
+  real = train.train_population
+
+  def spy(config, names, *args, **kwargs):
+    trained.append(list(names))
+    return real(config, names, *args, **kwargs)
+
+  monkeypatch.setattr(train, "train_population", spy)
+  return trained
 
 
 def _evaluations(workdir):
@@ -111,6 +124,32 @@ def test_search_features_cover_the_space_and_skip_non_finite_functions(searched)
 
 
 @pytest.mark.slow
+def test_without_a_fisher_budget_every_class_is_featured_and_aquasurf_proposes(searched):
+  workdir, _ = searched
+  config = searched_config()
+  with store.Store(search.store_path(workdir)) as db:
+    classes, evaluations = db.classes(), db.evaluations()
+    outputs, fisher = db.features(search.OUTPUTS)[0], db.features(search.FISHER)[0]
+    layout = db.features(search.embedding_kind(config))[0]
+    assert db.feature_presence(search.SKETCH)[1].sum() == 0  # fisher_budget 0: no rounds
+    assert db.get_meta("featurize.round.0") is None
+  # The search's populations are aquasurf's proposals over every class, population by
+  # population, from the history before each.
+  candidates = strategies.Candidates(classes, outputs, fisher, schema=config.search.space,
+                                     baselines=search.baseline_names(config))
+  strategy = strategies.make_strategy("aquasurf", candidates, seed=int(config.seed),
+                                      embedding=layout, neighbors=3)
+  order, history = list(evaluations), {}
+  for start in range(0, len(order), 3):
+    population = order[start:start + 3]
+    assert sorted(strategy.propose(history, len(population))) == sorted(population)
+    for class_id in population:
+      evaluation = evaluations[class_id]
+      history[class_id] = (evaluation.metrics["validation_accuracy"]
+                           if evaluation.status == "ok" else math.nan)
+
+
+@pytest.mark.slow
 def test_search_resumes_and_extends_without_retraining(searched, tmp_path, monkeypatch):
   workdir, _ = searched
   copy = tmp_path / "copy"
@@ -124,14 +163,7 @@ def test_search_resumes_and_extends_without_retraining(searched, tmp_path, monke
     for evaluation in source.evaluations().values():
       target.record(evaluation)
   before = _evaluations(str(copy))[1]
-  trained = []
-  real = train.train_population
-
-  def spy(config, names, *args, **kwargs):
-    trained.append(list(names))
-    return real(config, names, *args, **kwargs)
-
-  monkeypatch.setattr(train, "train_population", spy)
+  trained = spy_on_training(monkeypatch)
   modes.run(searched_config(budget=9), str(copy))
   after = _evaluations(str(copy))[1]
   assert len(after) == 9
@@ -336,7 +368,7 @@ def test_a_failing_heartbeat_stops_the_work_with_a_clear_message(tmp_path, monke
     monkeypatch.setattr(store.Store, "heartbeat", refused)
     started = time.monotonic()
     with pytest.raises(store.StoreError, match=r"stopped: the heartbeat .* failed \(.*disk full"):
-      with loop._heartbeat(db, "w", 1.0, {(store.TRAIN, 0), (store.TRAIN, 1)}):  # pylint: disable=protected-access
+      with workers.heartbeat(db, "w", 1.0, {(store.TRAIN, 0), (store.TRAIN, 1)}):
         while time.monotonic() - started < 30:  # training, interrupted by the failure
           time.sleep(0.01)
     assert time.monotonic() - started < 10

@@ -65,12 +65,12 @@ def test_population_learns_and_reports_every_member(digits, monkeypatch):
   json.dumps(result.to_json())  # serializable
 
 
-# grouped's case is extended (CI time): its isolation and its agreement with map are also
-# checked for Fisher features (test_fisher.py) and gradients (test_gradients.py).
+# Extended (CI time): a diverging member's isolation is also checked by
+# test_member_diverging_midway_keeps_its_last_finite_metrics and test_population.py, and the
+# strategies' agreement for Fisher features (test_fisher.py) and gradients (test_gradients.py).
 @pytest.mark.slow
-@pytest.mark.parametrize("strategies", [("map", "vmap"),
-                                        pytest.param(("map", "grouped"),
-                                                     marks=pytest.mark.extended)])
+@pytest.mark.extended
+@pytest.mark.parametrize("strategies", [("map", "vmap"), ("map", "grouped")])
 def test_diverging_member_is_isolated_and_the_strategies_agree(digits, strategies):
   # One program for all members. Under vmap (the accelerator path) every member evaluates
   # every operator of the population's tables (here those the names use: a whole space's

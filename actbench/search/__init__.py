@@ -8,6 +8,9 @@
   postgres_store.py  the PostgreSQL store that workers on many machines share
   journal.py     every evaluation appended beside the store, so a damaged store loses none
   recovery.py    a damaged store rebuilt from the journal and what the file still holds
+  featurize.py   which classes get Fisher features under a budget, in rounds
+  class_features.py  the classes' features in the store: outputs, Fisher, sketches, embedding
+  workers.py     worker names, heartbeats, a pod's broadcast decisions
   loop.py        the search loop: propose, train, record, refit; its API is re-exported here
   replay.py      strategies replayed on a benchmark table, many seeds
 
@@ -17,19 +20,24 @@
 
 import importlib
 
-__all__ = [
-    "FISHER", "OUTPUTS", "SET_ASIDE", "STORE_NAME", "SearchSummary", "baseline_names",
-    "check_recipe", "compute_features", "default_worker", "embedding", "embedding_kind",
-    "evaluations_from", "has_store", "history_of", "is_dead_worker", "make_strategy",
-    "open_store", "operator_choices", "recipe_fingerprint", "recover", "run", "space_classes",
-    "store_path", "trainable_names", "training_config",
-]
+_HOMES = {
+    "actbench.search.loop": (
+        "STORE_NAME", "SearchSummary", "check_recipe", "evaluations_from", "has_store",
+        "history_of", "make_strategy", "open_store", "operator_choices", "recipe_fingerprint",
+        "recover", "run", "space_classes", "store_path", "trainable_names", "training_config"),
+    "actbench.search.class_features": (
+        "FISHER", "OUTPUTS", "SKETCH", "BudgetedFeatures", "baseline_names", "compute_features",
+        "embedding", "embedding_kind", "stored_embedding"),
+    "actbench.search.workers": ("SET_ASIDE", "default_worker", "is_dead_worker"),
+}
+_HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
+__all__ = [name for names in _HOMES.values() for name in names]
 
 
 def __getattr__(name):
   # The loop (and JAX with it) is loaded on first use: importing the store alone stays light.
-  if name in __all__:
-    value = getattr(importlib.import_module("actbench.search.loop"), name)
+  if name in _HOME_OF:
+    value = getattr(importlib.import_module(_HOME_OF[name]), name)
     globals()[name] = value
     return value
   raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -32,7 +32,8 @@ class Candidates:
   Attributes:
     classes: equivalence classes, representative first (space.equivalence_classes order).
     outputs: (n, 1000) float32 output features (features.outputs) of the representatives;
-      may hold inf and NaN.
+      may hold inf and NaN. (n, 0) where they are not kept (a budgeted search of a large
+      space): then a name found by its outputs costs one pass over the classes.
     fisher: (n, d) float32 Fisher CDF features; a NaN row is missing (d may be 0).
     schema: the space's schema, for evolution's mutations (None: no evolution).
     baselines: names of the functions aquasurf evaluates first.
@@ -85,11 +86,16 @@ class Candidates:
     expr = parse(name)
     if str(expr) in self._members:
       return self._members[str(expr)]
+    from actbench.expr import features  # pylint: disable=import-outside-toplevel
     if self._fingerprints is None:
       self._fingerprints = {}
-      for index in range(len(self)):
-        self._fingerprints.setdefault(_fingerprint(self.outputs[index]), index)
-    from actbench.expr import features  # pylint: disable=import-outside-toplevel
+      if self.outputs.shape[1]:
+        for index in range(len(self)):
+          self._fingerprints.setdefault(_fingerprint(self.outputs[index]), index)
+      else:  # outputs not kept (a budgeted search of a large space): computed, streamed
+        rows = (row for _, block in features.iter_outputs(self.names) for row in block)
+        for index, row in enumerate(rows):
+          self._fingerprints.setdefault(_fingerprint(row), index)
     return self._fingerprints.get(_fingerprint(features.outputs_of([expr])[0]))
 
   def baseline_ids(self) -> list[int]:

@@ -10,42 +10,42 @@ keeps every finished result, proposes the same population again (proposals are d
 given the store) and resumes its training from the last checkpoint. Several workers may share
 one store: each claims the classes it trains, for the whole equivalence class.
 
+With config.search.fisher_budget > 0 (a large space), only the baselines and the classes a
+budget's rounds pick get Fisher features (class_features.BudgetedFeatures, featurize.py): a
+round is taken before the proposal it is due for, or early when the strategy runs short.
+
 Multi-host (a TPU pod): every process runs the same loop; process 0 owns the store and
 broadcasts its proposals, so all processes train the same population together.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
 import math
 import os
-import re
 import shutil
-import socket
-import threading
 import time
-import _thread
 from collections.abc import Sequence
 
 from absl import logging
 import jax
 import numpy as np
 
-from actbench import defaults, processes
+from actbench import defaults
 from actbench.engine import model_factory, population, train
-from actbench.expr import features, operators, space
-from actbench.expr.expression import ExpressionError, parse
-from actbench.search import journal, recovery
+from actbench.expr import space
+from actbench.expr.expression import ExpressionError
+from actbench.search import featurize, journal, recovery
 from actbench.search import store as store_lib
-from actbench.search import strategies, surrogate
+from actbench.search import strategies
+from actbench.search.class_features import (BudgetedFeatures, baseline_names,
+                                            compute_features, embedding)
+from actbench.search.workers import (SET_ASIDE, broadcast_ids, default_worker, heartbeat,
+                                     is_dead_worker, progress_bar)
 
 STORE_NAME = store_lib.FILE_NAME
-OUTPUTS = "outputs"  # feature kinds in the store
-FISHER = "fisher"
-SET_ASIDE = "search.set-aside.jsonl"  # results of classes another worker recorded first
 
 
 def store_path(workdir: str) -> str:
@@ -65,14 +65,6 @@ def open_store(config, workdir: str, *, create: bool = True) -> store_lib.Search
 def has_store(config, workdir: str) -> bool:
   """Whether there is a store to read: a database always, a workdir's file when it exists."""
   return bool(config.search.store) or os.path.exists(store_path(workdir))
-
-
-def baseline_names(config) -> list[str]:
-  """The functions every search starts with (config.search.baselines, or METHOD.md's 8), in
-  their normal spelling: `add(relu(x), tanh(x))` is `add(relu(x),tanh(x))`, the name its class
-  is trained and recorded under."""
-  names = config.search.baselines or [f"{b}(x)" for b in operators.BASELINES]
-  return list(dict.fromkeys(str(parse(str(n))) for n in names))
 
 
 def space_classes(config) -> list[list[str]]:
@@ -161,139 +153,43 @@ def check_recipe(db: store_lib.Store, config, dataset=None, make_model=None) -> 
           "made with.")
 
 
-def trainable_names(classes: Sequence[list[str]], schema: str) -> list[str]:
-  """The member of each class that the population program trains: the first one that fits the
-  training schema (relu(x)'s class trains as add(relu(x),zero(x)) in the benchmark space; the
-  two compute the same values), else the representative."""
-  if not schema:
-    return [members[0] for members in classes]
-  encoding = population.Encoding.for_space(schema)
-  chosen = []
-  for members in classes:
+class TrainableNames(Sequence):
+  """The member of each class that the population program trains, found on first use (a
+  space of a million classes is not parsed up front): the first one that fits the training
+  schema (relu(x)'s class trains as add(relu(x),zero(x)) in the benchmark space; the two
+  compute the same values), else the representative."""
+
+  def __init__(self, classes: Sequence[list[str]], schema: str):
+    self.classes = classes
+    self.encoding = population.Encoding.for_space(schema) if schema else None
+    self._found: dict[int, str] = {}
+
+  def __len__(self) -> int:
+    return len(self.classes)
+
+  def __getitem__(self, index):
+    if isinstance(index, slice):
+      return [self[i] for i in range(*index.indices(len(self)))]
+    index = int(index)
+    if index not in self._found:
+      self._found[index] = self._trainable(self.classes[index])
+    return self._found[index]
+
+  def _trainable(self, members: list[str]) -> str:
+    if self.encoding is None:
+      return members[0]
     for name in members:
       try:
-        encoding.encode([name])
+        self.encoding.encode([name])
       except ExpressionError:
         continue
-      chosen.append(name)
-      break
-    else:
-      chosen.append(members[0])
-  return chosen
+      return name
+    return members[0]
 
 
-def _progress(iterable=None, **kwargs):
-  """A tqdm bar on process 0 (ETA included); silent elsewhere and when disabled."""
-  from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
-  disable = kwargs.pop("disable", False) or jax.process_index() != 0
-  return tqdm(iterable, disable=disable, dynamic_ncols=True, **kwargs)
-
-
-def compute_features(config, db: store_lib.SearchStore, names: Sequence[str], dataset, *,
-                     make_model=None, progress: bool = True, worker: str = "",
-                     ttl_s: float = 600.0) -> strategies.Candidates:
-  """Output and Fisher features of every class, computed where the store lacks them and
-  stored chunk by chunk (a killed run keeps finished chunks). Fisher chunks are claimed like
-  training (the store's task 'fisher'): workers sharing the store compute each class's
-  features once, and wait for the chunks others hold. Functions whose outputs are not finite
-  are no candidates (METHOD.md section 4): they get NaN Fisher rows without training."""
-  classes = db.classes()
-  normalize = bool(config.population.normalize)
-  outputs, present = db.features(OUTPUTS)
-  if not present.all():  # cheap: every worker may compute them
-    outputs = features.outputs([members[0] for members in classes], normalize=normalize)
-    db.put_features(OUTPUTS, range(len(classes)), outputs)
-  finite = np.isfinite(outputs).all(axis=1)
-  width, present = db.feature_presence(FISHER)  # the rows themselves are read once, below
-  missing = _finite_first(present, finite)
-  chunk = max(int(config.search.features_chunk), 1)
-  worker = worker or default_worker()
-  lead = jax.process_index() == 0
-  computed, waited = 0, False
-  bar = _progress(total=len(classes), initial=len(classes) - int(missing.size),
-                  desc="Fisher features", unit="fn", disable=not progress or not missing.size)
-  while missing.size:
-    status, ids = 0, []
-    if lead:
-      ids = db.claim(missing.tolist(), chunk, worker, ttl_s, dead=is_dead_worker, task=FISHER)
-      if ids and not finite[ids].any() and not width:
-        db.release(ids, worker, task=FISHER)  # NaN rows of a width no worker has found yet
-        ids = []
-      status = 1 if ids else 2
-    status, *ids = _broadcast_ids([status, *ids], chunk + 1)
-    if status == 2:  # the rest is claimed by other workers: wait for their rows
-      if not waited:
-        holders = sorted(set(db.claimed_ids(task=FISHER).values()))
-        logging.info("the remaining %d Fisher features are being computed by %s; waiting",
-                     missing.size, ", ".join(holders) or "other workers")
-        waited = True
-      time.sleep(min(ttl_s, 2.0))
-    else:
-      with _heartbeat(db if lead else None, worker, ttl_s, {(FISHER, i) for i in ids}):
-        block = _fisher_rows(config, [names[i] for i in ids], finite[ids], width, dataset,
-                             make_model)
-      db.put_features(FISHER, ids, block)  # and drops the claims
-      computed += len(ids)
-    width, present = db.feature_presence(FISHER)
-    bar.update(int(present.sum()) - bar.n)
-    missing = _finite_first(present, finite)
-    if not finite[missing].any() and not width:
-      break  # no function of the space has finite outputs: no Fisher features at all
-  bar.close()
-  if computed or waited:
-    logging.info("computed %d Fisher features in this worker (%s)", computed, worker)
-  fisher_rows, _ = db.features(FISHER)
-  return strategies.Candidates(classes=classes, outputs=np.asarray(outputs, np.float32),
-                               fisher=np.asarray(fisher_rows, np.float32),
-                               schema=config.search.space, baselines=tuple(baseline_names(config)))
-
-
-def _finite_first(present: np.ndarray, finite: np.ndarray) -> np.ndarray:
-  """The classes without Fisher rows, those with finite outputs first (the first chunk
-  computed sets the rows' width)."""
-  missing = np.flatnonzero(~present)
-  return np.concatenate([missing[finite[missing]], missing[~finite[missing]]])
-
-
-def _fisher_rows(config, names, finite, width, dataset, make_model) -> np.ndarray:
-  """Fisher features of `names` (rows `width` wide when none is computed), NaN rows where the
-  outputs are not finite or the features failed."""
-  from actbench import fisher  # pylint: disable=import-outside-toplevel
-  todo = [name for name, ok in zip(names, finite) if ok]
-  if not todo:
-    return np.full((len(names), width), np.nan, np.float32)
-  result = fisher.features(config, todo, dataset=dataset, make_model=make_model)
-  if result.failed:
-    logging.info("%d of %d functions have no Fisher features, e.g. %s: %s",
-                 len(result.failed), len(todo), *_first_failure(result))
-  block = np.full((len(names), result.features.shape[1]), np.nan, np.float32)
-  block[np.asarray(finite, bool)] = result.features
-  return block
-
-
-def _first_failure(result) -> tuple[str, str]:
-  index, reason = next(iter(result.failed.items()))
-  return result.names[index], reason
-
-
-def embedding_kind(config) -> str:
-  """The store's feature kind holding the surrogate's embedding for config.surrogate."""
-  return f"embedding-{config.surrogate.features}-{int(config.surrogate.random_state)}"
-
-
-def embedding(config, db: store_lib.Store, candidates) -> np.ndarray:
-  """The surrogate's embedding of every class, computed once and kept in the store (UMAP is
-  the slowest step of a refit; the embedding does not depend on the evaluations)."""
-  feature_set = config.surrogate.features
-  random_state = int(config.surrogate.random_state)
-  kind = embedding_kind(config)
-  stored, present = db.features(kind)
-  if present.all() and stored.shape[1]:
-    return stored
-  logging.info("embedding %d classes (%s features)", len(candidates.classes), feature_set)
-  values = surrogate.embed(candidates, feature_set, random_state=random_state)
-  db.put_features(kind, range(len(candidates.classes)), values)
-  return values
+def trainable_names(classes: Sequence[list[str]], schema: str) -> TrainableNames:
+  """The member of each class that the population program trains (TrainableNames)."""
+  return TrainableNames(classes, schema)
 
 
 def make_strategy(config, candidates, layout: np.ndarray | None):
@@ -343,34 +239,6 @@ class SearchSummary:
   embedding: np.ndarray | None = None
 
 
-def _broadcast_ids(ids: list[int], size: int) -> list[int]:
-  """Process 0's class ids, on every process (multi-host pods train one population)."""
-  if jax.process_count() == 1:
-    return ids
-  from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
-  padded = np.full(size, -1, np.int64)
-  padded[:len(ids)] = ids
-  padded = multihost_utils.broadcast_one_to_all(padded)
-  return [int(i) for i in np.asarray(padded) if i >= 0]
-
-
-def default_worker() -> str:
-  """This process's name in the store: host, JAX process index and pid, so that every process
-  is a worker of its own (two searches on one host never share claims or checkpoints)."""
-  return f"{socket.gethostname()}:p{jax.process_index()}:pid{os.getpid()}"
-
-
-_DEFAULT_WORKER = re.compile(r"(?P<host>.+):p\d+:pid(?P<pid>\d+)")
-
-
-def is_dead_worker(worker: str) -> bool:
-  """Whether `worker` is a default-named worker of this host whose process has ended (a killed
-  search): its claims are taken over at once instead of after config.search.claim_ttl_s."""
-  match = _DEFAULT_WORKER.fullmatch(worker)
-  return bool(match and match["host"] == socket.gethostname()
-              and not processes.pid_alive(int(match["pid"])))
-
-
 def run(config, workdir: str, *, exhaustive: bool = False, progress: bool = True,
         dataset=None, make_model=None) -> SearchSummary:
   """Searches config.search.space with config.search.strategy until config.search.budget
@@ -400,24 +268,40 @@ def run(config, workdir: str, *, exhaustive: bool = False, progress: bool = True
     if lead and db.replay_journal():  # results a killed process journaled but never committed
       logging.info("replayed evaluations from %s", db.journal_path)
     classes = db.classes()
+    logging.info("%d classes of the space %s in %s", len(classes), cfg.space, db.location)
     names = trainable_names(classes, schema)
     if lead:  # a population whose classes are all recorded is never trained again
-      recorded, class_of = db.evaluated_ids(), {name: i for i, name in enumerate(names)}
+      recorded = db.evaluated_ids()
       train.remove_checkpoints(
-          workdir, lambda trained: all(class_of.get(name) in recorded for name in trained))
-    candidates = compute_features(train_config, db, names, dataset, make_model=make_model,
-                                  progress=progress, worker=worker, ttl_s=ttl)
+          workdir, lambda trained: all(db.class_of(name) in recorded for name in trained))
+    budget = None if exhaustive else featurize.Plan.from_config(config)
+    if budget is None:  # every class's features (a benchmark table holds them all)
+      candidates = compute_features(train_config, db, names, dataset, make_model=make_model,
+                                    progress=progress, worker=worker, ttl_s=ttl)
+      layout = embedding(config, db, candidates)  # aquasurf's, and the map's in any case
+    else:  # the baselines' and a budget's rounds (featurize.py), as evaluations come in
+      budget = BudgetedFeatures(train_config, db, classes, names, dataset,
+                                make_model=make_model, progress=progress, worker=worker,
+                                ttl_s=ttl)
+      candidates, layout = budget.candidates, None
     total = len(classes) if exhaustive else min(int(cfg.budget), len(classes))
     per_round = max(int(cfg.population_size), 1)
-    layout = embedding(config, db, candidates)  # aquasurf's, and the map's in any case
-    strategy = None if exhaustive else make_strategy(config, candidates, layout)
-    bar = _progress(total=total, initial=min(len(db.evaluated_ids()), total),
-                    desc="benchmark" if exhaustive else f"search ({cfg.strategy})",
-                    unit="fn", disable=not progress)
+    strategy = None
+    early = 0  # rounds a budget takes before they are due: the strategy ran short
+    bar = progress_bar(total=total, initial=min(len(db.evaluated_ids()), total),
+                       desc="benchmark" if exhaustive else f"search ({cfg.strategy})",
+                       unit="fn", disable=not progress)
     while True:
-      ids = []
+      history = history_of(db) if lead else None
+      if budget is not None:  # every process computes the features; the lead decides
+        rounds, = broadcast_ids([budget.rounds_wanted(history, early) if lead else 0], 1)
+        if budget.advance(rounds, history):
+          layout = budget.layout
+          strategy = None
+      if strategy is None and not exhaustive:
+        strategy = make_strategy(config, candidates, layout)
+      ids, grow = [], 0
       if lead:
-        history = history_of(db)
         others = {c for c, w in db.claimed_ids().items()
                   if w != worker and not is_dead_worker(w)}
         want = min(per_round, total - len(history) - len(others))  # others' count too
@@ -426,8 +310,12 @@ def run(config, workdir: str, *, exhaustive: bool = False, progress: bool = True
             proposal = [i for i in range(len(classes)) if i not in history and i not in others]
           else:
             proposal = strategy.propose(history, want, exclude=others)
-          ids = db.claim(proposal, want, worker, ttl, dead=is_dead_worker)
-          if not ids and db.claimed_ids():
+          if budget is not None and len(proposal) < want and len(budget.picks) < (
+              budget.plan.rounds):
+            early, grow = early + 1, 1  # too few featured classes left: the next round now
+          else:
+            ids = db.claim(proposal, want, worker, ttl, dead=is_dead_worker)
+          if not grow and not ids and db.claimed_ids():
             if not exhaustive:
               logging.info("every remaining class is claimed by other workers; waiting")
               time.sleep(min(ttl, 5.0))
@@ -438,12 +326,14 @@ def run(config, workdir: str, *, exhaustive: bool = False, progress: bool = True
             logging.info("the remaining %d classes are being trained by %s; the table is "
                          "written by whichever worker records the last one",
                          len(db.claimed_ids()), ", ".join(holders))
-      ids = _broadcast_ids(ids, per_round)
+      grow, *ids = broadcast_ids([grow, *ids], per_round + 1)
+      if grow:
+        continue
       if not ids:
         break
       logging.info("training %d functions x %d seeds: %s", len(ids), len(train_config.seeds),
                    ", ".join(names[i] for i in ids))
-      with _heartbeat(db if lead else None, worker, ttl, {(store_lib.TRAIN, i) for i in ids}):
+      with heartbeat(db if lead else None, worker, ttl, {(store_lib.TRAIN, i) for i in ids}):
         result = train.train_population(train_config, [names[i] for i in ids],
                                         list(train_config.seeds), workdir=workdir,
                                         dataset=dataset, make_model=make_model,
@@ -476,54 +366,6 @@ def recover(config, workdir: str, *, dataset=None, make_model=None) -> dict:
       return {"intact": True, "location": db.location, "from_journal": db.replay_journal()}
   report = recovery.rebuild(path, config.search.space, space_classes(config), **fingerprints)
   return {"intact": False, "location": path, **report}
-
-
-@contextlib.contextmanager
-def _heartbeat(db: store_lib.SearchStore | None, worker: str, ttl: float,
-               held: set[tuple[str, int]]):
-  """Keeps this worker's claims (`held`: (task, class id) pairs) alive while it works (a
-  population may outlast the claim time-to-live); a killed worker stops beating and its
-  claims expire. Its own connection: connections belong to one thread.
-
-  A heartbeat that fails (the store refused, or unreachable for config.search.store_retry_s)
-  stops the work with a StoreError saying so: the claims would expire and another worker
-  redo the work. Claims another worker took over while this one was cut off are logged once:
-  whichever result is recorded first stays, the other is kept aside."""
-  if db is None:
-    yield
-    return
-  stop, failures = threading.Event(), []
-
-  def beat():
-    warned = False
-    try:
-      with db.reopen() as own:
-        while not stop.wait(max(ttl / 3, 1.0)):
-          lost = held - own.heartbeat(worker, ttl)
-          if lost and not warned:
-            logging.warning("%d claims of this worker (%s) were taken over while it was cut "
-                            "off: the first result recorded for each class stays, the other "
-                            "goes to %s", len(lost), worker, SET_ASIDE)
-            warned = True
-    except BaseException as e:  # pylint: disable=broad-except  # reported in the main thread
-      failures.append(e)
-      if not stop.is_set():
-        _thread.interrupt_main()
-
-  thread = threading.Thread(target=beat, daemon=True, name="actbench-heartbeat")
-  thread.start()
-  try:
-    yield
-  except KeyboardInterrupt as e:
-    if failures:
-      raise store_lib.StoreError(
-          f"stopped: the heartbeat that keeps this worker's claims alive failed ({failures[0]}); "
-          "its classes are trained again by the next run, or by another worker once the "
-          "claims expire") from e
-    raise
-  finally:
-    stop.set()
-    thread.join()
 
 
 def _record(config, db, result, ids, names, worker, workdir, dataset, make_model) -> None:

@@ -34,6 +34,9 @@ _TYPES = {"blob": "BYTEA", "real": "DOUBLE PRECISION",
 # A search's name: its schema's, `actbench_<name>`, stays within PostgreSQL's 63 bytes.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,53}")
 SCHEMES = ("postgresql://", "postgres://")
+# Format versions that become FORMAT_VERSION by a bump of store.version alone, with no table
+# changed. 2: its feature rows are all raw, which version 3 reads as they are (store_base.CODECS).
+_UPGRADES = (2,)
 # Connection failures that waiting cannot mend: said at once, not retried.
 _PERMANENT = ("does not exist", "authentication failed", "no password supplied",
               "invalid connection option", "invalid dsn", "missing \"=\"", "invalid URI")
@@ -207,6 +210,11 @@ class PostgresStore(SearchStore):
       return
     version = dict(tx.execute("SELECT key, value FROM meta WHERE key = 'store.version'"))
     version = int(version.get("store.version", -1))
+    if version in _UPGRADES:  # under the lock above: one worker upgrades, the others see it
+      tx.execute("UPDATE meta SET value = ? WHERE key = 'store.version'", (str(FORMAT_VERSION),))
+      logging.info("%s: upgraded the store from format version %d to %d", self.location,
+                   version, FORMAT_VERSION)
+      version = FORMAT_VERSION
     if version != FORMAT_VERSION:
       raise StoreError(f"{self.location} is an actbench store of format version {version}; "
                        f"this actbench reads version {FORMAT_VERSION}"

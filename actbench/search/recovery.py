@@ -26,11 +26,12 @@ import sqlite3
 import struct
 import tempfile
 import time
+import zlib
 
 from absl import logging
 import numpy as np
 
-from actbench.search import journal
+from actbench.search import journal, store_base
 from actbench.search.store import (FINGERPRINTS, DamagedStoreError, Evaluation, Store,
                                    StoreError, evaluation_from_record, space_digest)
 
@@ -50,6 +51,7 @@ class Salvage:
   meta: dict[str, str] = dataclasses.field(default_factory=dict)
   names: dict[int, str] = dataclasses.field(default_factory=dict)  # class id -> representative
   features: dict[str, dict[int, bytes]] = dataclasses.field(default_factory=dict)
+  widths: dict[str, int] = dataclasses.field(default_factory=dict)  # kind -> its rows' width
   # Journal-style records; 'name' is None where the classes table did not yield it.
   evaluations: list[dict] = dataclasses.field(default_factory=list)
 
@@ -119,6 +121,8 @@ def _read_into(found: Salvage, db: sqlite3.Connection) -> None:
     found.meta = {row["key"]: row["value"] for row in _rows(db, "SELECT key, value FROM meta")}
     found.names = {row["class_id"]: row["name"]
                    for row in _rows(db, "SELECT class_id, name FROM classes")}
+    found.widths = {row["kind"]: row["width"]
+                    for row in _rows(db, "SELECT kind, width FROM feature_kinds")}
     for row in _rows(db, "SELECT kind, class_id, row FROM features"):
       found.features.setdefault(row["kind"], {})[row["class_id"]] = bytes(row["row"])
     # SELECT *: a later format's columns (fingerprints of the row, say) come along by name.
@@ -128,6 +132,28 @@ def _read_into(found: Salvage, db: sqlite3.Connection) -> None:
       found.evaluations.append(record)
   except sqlite3.Error:  # not even the schema: nothing to read
     pass
+
+
+def _decode_salvaged(blobs: dict[int, bytes], codec: str | None,
+                     width: int | None) -> dict[int, np.ndarray]:
+  """The salvaged rows of one kind that decode, by class id; none unless all agree on a width.
+
+  The kind's codec (its meta key) and width (feature_kinds) may be lost with their pages: a
+  row that inflates to whole float32 under 'shuffle-zlib' is compressed (zlib's checksum
+  vouches for it), else it is raw; the width is then the row's own."""
+  decoded = {}
+  for class_id, blob in blobs.items():
+    for guess in [codec] if codec else [store_base.SHUFFLE_ZLIB, store_base.RAW]:
+      try:
+        size = len(blob) if guess == store_base.RAW else len(zlib.decompress(blob))
+        decoded[class_id] = store_base.decode_row(
+            blob, guess, width if width is not None else size // 4)
+        break
+      except (ValueError, zlib.error):
+        continue
+  if len({len(row) for row in decoded.values()}) != 1:
+    return {}
+  return decoded
 
 
 def _move_aside(path: str) -> str | None:
@@ -319,11 +345,13 @@ def rebuild(path: str, schema: str, classes: list[list[str]], *, recipe: str | N
       for kind, rows in found.features.items():
         ids = [i for i in rows if isinstance(i, int) and 0 <= i < len(names)
                and (ids_trusted or found.names.get(i) == names[i])]
-        widths = {len(rows[i]) for i in ids}
-        if len(widths) != 1 or next(iter(widths)) % 4:
+        codec = found.meta.get(f"store.codec.{kind}")
+        decoded = _decode_salvaged({i: rows[i] for i in ids}, codec, found.widths.get(kind))
+        if not decoded:
           continue  # unreadable or inconsistent rows: computed again by the next run
-        db.put_features(kind, ids, np.stack([np.frombuffer(rows[i], "<f4") for i in ids]))
-        report["features"][kind] = len(ids)
+        db.put_features(kind, list(decoded), np.stack(list(decoded.values())),
+                        compress=codec == store_base.SHUFFLE_ZLIB)
+        report["features"][kind] = len(decoded)
     # The journal's first, in its order (the store's), then the file's own rows.
     for source, evaluation in kept.values():
       if db.record(evaluation, journaled=source == "from_journal"):

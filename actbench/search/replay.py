@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
+from actbench.search import featurize
 from actbench.search import strategies as strategies_lib
 from actbench.search import surrogate
 
@@ -101,6 +102,8 @@ class ReplayResult:
     top1_threshold: the 99th percentile of the finite accuracies (numpy's linear rule); a
       function at or above it is in the top 1%.
     tie: a function within this much of best_accuracy counts as the best.
+    fisher_budget: the featurize.Plan the surrogate strategies replayed under, as a dict
+      (None: every class had Fisher features).
   """
   runs: dict[str, StrategyRun]
   seeds: tuple[int, ...]
@@ -110,6 +113,7 @@ class ReplayResult:
   best_accuracy: float
   top1_threshold: float
   tie: float = 0.0
+  fisher_budget: dict | None = None
 
   def __getitem__(self, strategy: str) -> StrategyRun:
     return self.runs[strategy]
@@ -130,7 +134,8 @@ class ReplayResult:
     return jsonable({
         "seeds": list(self.seeds), "budget": self.budget, "batch": self.batch,
         "feature_set": self.feature_set, "best_accuracy": self.best_accuracy,
-        "top1_threshold": self.top1_threshold, "tie": self.tie, "summary": self.summary(),
+        "top1_threshold": self.top1_threshold, "tie": self.tie,
+        "fisher_budget": self.fisher_budget, "summary": self.summary(),
         "strategies": {name: dataclasses.asdict(run) for name, run in self.runs.items()},
     })
 
@@ -189,7 +194,8 @@ def replay(candidates: strategies_lib.Candidates, accuracies: np.ndarray,
            progress: bool = False,
            strategy_options: Mapping[str, Mapping] | None = None,
            stop_at_best: bool = True, tie: float = 0.0,
-           layout_cache: str | None = None) -> ReplayResult:
+           layout_cache: str | None = None,
+           fisher_budget: featurize.Plan | None = None) -> ReplayResult:
   """Replays strategies against known accuracies.
 
   Args:
@@ -212,6 +218,9 @@ def replay(candidates: strategies_lib.Candidates, accuracies: np.ndarray,
       the best accuracy itself), so that functions the table cannot tell apart are one target.
     layout_cache: a directory where each seed's UMAP layout is kept (by the features' digest)
       and found again by later replays; None: computed every time.
+    fisher_budget: replay the surrogate strategies as a search with this Fisher budget runs
+      (featurize.BudgetedStrategy: the table's Fisher rows of the classes its rounds pick,
+      embedded again after each round); the plan's seed is each replay's seed.
   """
   accuracies = np.asarray(accuracies, np.float64)
   if accuracies.shape != (len(candidates),):
@@ -243,15 +252,30 @@ def replay(candidates: strategies_lib.Candidates, accuracies: np.ndarray,
         if factory is not None:
           strategy = factory(seed)
         else:
-          if name in strategies_lib.SURROGATE_STRATEGIES:
-            options.update(feature_set=feature_set, embedding=layouts.get(seed))
-          strategy = strategies_lib.make_strategy(name, candidates, seed=seed, **options)
+          if name in strategies_lib.SURROGATE_STRATEGIES and fisher_budget is not None:
+            strategy = _budgeted(name, candidates, seed, feature_set, fisher_budget, options)
+          else:
+            if name in strategies_lib.SURROGATE_STRATEGIES:
+              options.update(feature_set=feature_set, embedding=layouts.get(seed))
+            strategy = strategies_lib.make_strategy(name, candidates, seed=seed, **options)
         order = run_one(strategy, accuracies, budget, batch,
                         stop_at=target if stop_at_best else math.inf)
         rows.append(_score(order, accuracies, budget, target, threshold))
         bar.update()
       runs[name] = StrategyRun(*(np.stack(column) for column in zip(*rows)))
-  return ReplayResult(runs, seeds, budget, batch, feature_set, best, threshold, tie)
+  return ReplayResult(runs, seeds, budget, batch, feature_set, best, threshold, tie,
+                      None if fisher_budget is None else dataclasses.asdict(fisher_budget))
+
+
+def _budgeted(name, candidates, seed, feature_set, plan, options):
+  """Strategy `name` over the classes a Fisher budget features as the replay goes."""
+  random_state = surrogate.DEFAULT_RANDOM_STATE + seed
+
+  def make(layout):
+    return strategies_lib.make_strategy(name, candidates, seed=seed, feature_set=feature_set,
+                                        embedding=layout, **options)
+  return featurize.BudgetedStrategy(candidates, dataclasses.replace(plan, seed=seed), make,
+                                    feature_set=feature_set, random_state=random_state)
 
 
 class LayoutCache:

@@ -15,8 +15,9 @@ transaction sits in the OS page cache, which the kill does not discard), but not
 or kernel crash; commits here are rare (one per trained function, or per chunk of features),
 so the fsync costs nothing next to the hours of training a lost result would cost.
 
-Feature rows are little-endian float32 BLOBs, their length checked on read; metrics are JSON
-with non-finite floats tagged, so that NaN and inf survive. Nothing read back is evaluated.
+Feature rows are BLOBs of little-endian float32, raw or compressed (store_base.CODECS), their
+length checked on read; metrics are JSON with non-finite floats tagged, so that NaN and inf
+survive. Nothing read back is evaluated.
 
 Every evaluation is also appended to a journal beside the file (journal.py) before it is
 committed: a damaged file is rebuilt from it with `--config.mode=recover` (recovery.py).
@@ -54,6 +55,9 @@ _MIGRATIONS = {
         f"CREATE TABLE claims ({TABLES['claims'].format(real='REAL')})",
         f"INSERT INTO claims SELECT '{TRAIN}', class_id, worker, expires_at FROM claims_v1",
         "DROP TABLE claims_v1"),
+    # 3: a kind's feature rows may be compressed (meta 'store.codec.<kind>'). No table changes:
+    # the bump only keeps an older actbench from misreading compressed rows as raw ones.
+    2: (),
 }
 _SQLITE_TYPES = {"blob": "BLOB", "real": "REAL", "serial": "INTEGER PRIMARY KEY AUTOINCREMENT"}
 

@@ -15,6 +15,11 @@ reads the claims and results after taking the locks.
 Every evaluation is also appended to a journal (journal.py) before it is committed, with the
 fingerprints of the search (recipe, data, model): a store that is lost, damaged or unreachable
 loses no result, and a journal is never replayed into a store of another recipe.
+
+Feature rows are float32 BLOBs in the codec their kind got at its first write (`put_features`,
+`compress`): 'raw', little-endian float32 as they are, or 'shuffle-zlib', lossless and about
+4.75 times smaller on Fisher CDF rows. A kind never changes codec: rows written raw by an older
+actbench stay readable next to any written later.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import json
 import math
 import operator
 import time
+import zlib
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -34,13 +40,25 @@ import numpy as np
 from actbench import errors
 from actbench.search import journal
 
-FORMAT_VERSION = 2  # bump on any change of the tables below (store.py migrates older files)
+# Bump on any change of the tables below or of what their values mean (store.py migrates older
+# files). 3: the rows of a kind may be compressed (CODECS), which version 2 would misread.
+FORMAT_VERSION = 3
 STATUSES = ("ok", "failed")
 TRAIN = "train"  # the task of a training claim; a feature kind's claims carry the kind
 FINGERPRINTS = ("recipe", "data", "model")  # meta keys of what the results depend on
 
 _FLOAT_TAG = "$float"  # {"$float": "nan"} stands for a non-finite float in stored JSON
 _CHUNK = 500  # class ids per statement: below every backend's limit on parameters
+
+# How a kind's feature rows are stored, kept in meta 'store.codec.<kind>' from the kind's first
+# write on; absent means 'raw' (every row of a store of version 2). 'shuffle-zlib': the
+# float32 bytes regrouped by significance (all first bytes, then all second bytes, ...), then
+# zlib: the exponent and high mantissa bytes of values in [0, 1] repeat, and grouped they
+# compress well (~4.75x on Fisher CDF rows).
+RAW, SHUFFLE_ZLIB = "raw", "shuffle-zlib"
+CODECS = (RAW, SHUFFLE_ZLIB)
+_CODEC_KEY = "store.codec."
+_ZLIB_LEVEL = 6  # zlib's default trade-off of speed and size; the ratio above is at 6
 
 # Column types differ by backend: {blob}, {real}, {serial} are filled in by each.
 TABLES = {
@@ -141,6 +159,52 @@ def _batches(items: Sequence, size: int = _CHUNK):
 
 def _marks(n: int) -> str:
   return ", ".join("?" * n)
+
+
+def encode_rows(rows: np.ndarray, codec: str) -> list[bytes]:
+  """The BLOB of each row of a (n, width) array, in `codec` (one of CODECS)."""
+  rows = np.ascontiguousarray(rows, "<f4")
+  if codec == RAW:
+    return [row.tobytes() for row in rows]
+  if codec == SHUFFLE_ZLIB:
+    n, width = rows.shape
+    # (n, width, 4) bytes -> (n, 4, width): row i is then its floats' first bytes, then their
+    # second bytes, ...; the same bytes as row.view(np.uint8).reshape(-1, 4).T.tobytes().
+    shuffled = np.ascontiguousarray(rows.view(np.uint8).reshape(n, width, 4).transpose(0, 2, 1))
+    return [zlib.compress(row.tobytes(), _ZLIB_LEVEL) for row in shuffled]
+  raise ValueError(f"unknown feature codec {codec!r}; known: {CODECS}")
+
+
+def decode_row(blob: bytes, codec: str, width: int) -> np.ndarray:
+  """The float32 row `encode_rows` made `blob` of, bit for bit (NaN payloads included).
+
+  Raises:
+    ValueError: the blob does not decode to `width` float32 (damaged, or of another width),
+      or the codec is unknown.
+  """
+  blob = bytes(blob)
+  if codec == RAW:
+    if len(blob) != 4 * width:
+      raise ValueError(f"has {len(blob)} bytes, expected {4 * width} ({width} float32)")
+    return np.frombuffer(blob, "<f4")
+  if codec != SHUFFLE_ZLIB:
+    raise ValueError(f"is in an unknown codec {codec!r} (known: {CODECS})")
+  inflate = zlib.decompressobj()
+  try:
+    # At most one byte more than a row: a damaged blob cannot inflate without bound.
+    data = inflate.decompress(blob, 4 * width + 1)
+  except zlib.error as e:
+    raise ValueError(f"does not decompress ({e})") from e
+  expected = f"expected {4 * width} ({width} float32)"
+  if len(data) > 4 * width:
+    raise ValueError(f"decompresses to more than {4 * width} bytes, {expected}")
+  if not inflate.eof:
+    raise ValueError(f"is cut short: {len(data)} bytes before its zlib stream ends, {expected}")
+  if inflate.unused_data:
+    raise ValueError(f"has {len(inflate.unused_data)} bytes after its zlib stream")
+  if len(data) != 4 * width:
+    raise ValueError(f"decompresses to {len(data)} bytes, {expected}")
+  return np.frombuffer(data, np.uint8).reshape(4, width).T.copy().view("<f4").reshape(width)
 
 
 class Tx:
@@ -335,9 +399,18 @@ class SearchStore:
 
   # -- features -----------------------------------------------------------------------------
 
-  def put_features(self, kind: str, class_ids: Iterable[int], rows: np.ndarray) -> None:
+  def put_features(self, kind: str, class_ids: Iterable[int], rows: np.ndarray, *,
+                   compress: bool = False) -> None:
     """Stores (or replaces) feature rows of one kind, in one transaction; call per chunk.
     Drops this kind's claims on these classes (see `claim`).
+
+    Args:
+      kind: the kind of features, e.g. 'fisher'.
+      class_ids: the classes of the rows.
+      rows: (len(class_ids), width) values, stored as float32.
+      compress: at the kind's first write, store its rows 'shuffle-zlib' (lossless, ~4.75x
+        smaller on Fisher CDF rows) rather than 'raw'. Later writes keep the kind's codec,
+        whatever they say: a kind is never part raw, part compressed.
 
     Raises:
       StoreError: the width differs from the rows of this kind already stored.
@@ -349,48 +422,103 @@ class SearchStore:
     width = rows.shape[1]
 
     def body(tx):
-      tx.execute("INSERT INTO feature_kinds VALUES (?, ?) ON CONFLICT (kind) DO NOTHING",
-                 (kind, width))
-      stored = tx.execute("SELECT width FROM feature_kinds WHERE kind = ?", (kind,))[0][0]
-      if stored != width:
-        raise StoreError(f"{self.location}: {kind} features are {stored} wide; "
+      stored = self._kind(tx, kind)
+      if stored is None:
+        # Two first writes of a kind (workers on several machines) must agree on its codec:
+        # the second waits here, then finds the first's kind.
+        self._exclusive(tx)
+        stored = self._kind(tx, kind)
+      if stored is None:
+        stored = width, SHUFFLE_ZLIB if compress else RAW
+        tx.execute("INSERT INTO feature_kinds VALUES (?, ?)", (kind, width))
+        if compress:  # in this transaction: the kind's rows never exist without their codec
+          tx.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET "
+                     "value = excluded.value", (_CODEC_KEY + kind, SHUFFLE_ZLIB))
+      stored_width, codec = stored
+      if stored_width != width:
+        raise StoreError(f"{self.location}: {kind} features are {stored_width} wide; "
                          f"refusing rows {width} wide")
       tx.executemany("INSERT INTO features VALUES (?, ?, ?) ON CONFLICT (kind, class_id) "
                      "DO UPDATE SET row = excluded.row",
-                     ((kind, i, row.tobytes()) for i, row in zip(ids, rows)))
+                     ((kind, i, blob) for i, blob in zip(ids, encode_rows(rows, codec))))
       for batch in _batches(ids):
         tx.execute(f"DELETE FROM claims WHERE task = ? AND class_id IN ({_marks(len(batch))})",
                    (kind, *batch))
     self._run(f"cannot write {kind} features", body)
 
+  @staticmethod
+  def _kind(tx: Tx, kind: str) -> tuple[int, str] | None:
+    """The width and codec of a kind's rows, None before its first write. One statement:
+    PostgreSQL gives each statement its own snapshot, and the two are committed together."""
+    found = tx.execute("SELECT k.width, m.value FROM feature_kinds k LEFT JOIN meta m ON "
+                       "m.key = ? WHERE k.kind = ?", (_CODEC_KEY + kind, kind))
+    return (found[0][0], found[0][1] or RAW) if found else None
+
+  def feature_codec(self, kind: str) -> str | None:
+    """How the rows of `kind` are stored (one of CODECS); None before its first write."""
+    stored = self._run(f"cannot read {kind} features", lambda tx: self._kind(tx, kind),
+                       write=False)
+    return stored[1] if stored else None
+
   def feature_presence(self, kind: str) -> tuple[int, np.ndarray]:
     """The width of the rows of `kind` (0 before any) and the mask of classes that have one:
     what `features` says without reading the rows (a loop that polls it stays cheap)."""
     def body(tx):
-      stored = tx.execute("SELECT width FROM feature_kinds WHERE kind = ?", (kind,))
-      return (stored[0][0] if stored else 0,
-              [row[0] for row in tx.execute("SELECT class_id FROM features WHERE kind = ?",
-                                            (kind,))])
+      ids = [row[0] for row in tx.execute("SELECT class_id FROM features WHERE kind = ?",
+                                          (kind,))]
+      # After the rows: a row seen implies its kind's width is (see _kind).
+      stored = self._kind(tx, kind)
+      return (stored[0] if stored else 0), ids
     width, ids = self._run(f"cannot read {kind} features", body, write=False)
     present = np.zeros(self.num_classes, bool)
     present[np.asarray(ids, np.int64)] = True
     return width, present
 
-  def features(self, kind: str) -> tuple[np.ndarray, np.ndarray]:
-    """(num_classes, d) float32 rows, NaN where missing, and the mask of rows present."""
-    def body(tx):  # one snapshot
-      stored = tx.execute("SELECT width FROM feature_kinds WHERE kind = ?", (kind,))
-      return (stored[0][0] if stored else 0,
-              tx.execute("SELECT class_id, row FROM features WHERE kind = ?", (kind,)))
-    width, found = self._run(f"cannot read {kind} features", body, write=False)
-    values = np.full((self.num_classes, width), np.nan, np.float32)
-    present = np.zeros(self.num_classes, bool)
+  def features(self, kind: str, class_ids: Sequence[int] | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of `kind` as float32, NaN where missing, and the mask of rows present.
+
+    Args:
+      kind: the kind of features.
+      class_ids: None for every class: (num_classes, width) rows. Else the rows of these
+        classes only, in this order: (len(class_ids), width), read without the others (a
+        space of a million classes need not be read to look at a few).
+
+    Raises:
+      StoreError: a stored row does not decode to the kind's width (a damaged row).
+      ValueError: a class id is out of the space's range.
+    """
+    ids = None if class_ids is None else self._ids(class_ids)
+
+    def body(tx):  # one transaction
+      if ids is None:
+        found = tx.execute("SELECT class_id, row FROM features WHERE kind = ?", (kind,))
+      else:
+        found = []
+        for batch in _batches(sorted(set(ids))):
+          found += tx.execute(f"SELECT class_id, row FROM features WHERE kind = ? AND "
+                              f"class_id IN ({_marks(len(batch))})", (kind, *batch))
+      # After the rows: in PostgreSQL a statement sees what was committed before it began, and
+      # a kind's width and codec are committed with (or before) any of its rows.
+      return self._kind(tx, kind) or (0, RAW), found
+    (width, codec), found = self._run(f"cannot read {kind} features", body, write=False)
+    if ids is None:
+      position = None
+      values = np.full((self.num_classes, width), np.nan, np.float32)
+    else:
+      position = {}
+      for at, i in enumerate(ids):
+        position.setdefault(i, []).append(at)
+      values = np.full((len(ids), width), np.nan, np.float32)
+    present = np.zeros(len(values), bool)
     for class_id, blob in found:
-      if len(blob) != 4 * width:
-        raise StoreError(f"{self.location}: {kind} feature row of class {class_id} has "
-                         f"{len(blob)} bytes, expected {4 * width} ({width} float32)")
-      values[class_id] = np.frombuffer(bytes(blob), "<f4")
-      present[class_id] = True
+      try:
+        row = decode_row(blob, codec, width)
+      except ValueError as e:
+        raise StoreError(f"{self.location}: {kind} feature row of class {class_id} {e}") from e
+      at = class_id if position is None else position[class_id]
+      values[at] = row
+      present[at] = True
     return values, present
 
   # -- claims -------------------------------------------------------------------------------

@@ -46,7 +46,8 @@ FISHER_METRIC, FISHER_NEIGHBORS = "manhattan", 3
 # UMAP's defaults (UMAP() with no arguments), used for every layout.
 _SPREAD, _MIN_DIST = 1.0, 0.1
 _LEARNING_RATE, _REPULSION, _NEGATIVE_SAMPLE_RATE = 1.0, 1.0, 5
-_COMPONENTS = 2
+COMPONENTS = 2
+MIN_POINTS = COMPONENTS + 2  # fewer eligible candidates than this: no UMAP layout
 
 
 def _check_feature_set(feature_set: str):
@@ -124,8 +125,8 @@ def fuzzy_graph(candidates: Candidates,
   if feature_set == "raw":
     raise ValueError("feature set 'raw' has no UMAP graph")
   mask = eligible(candidates, feature_set)
-  if mask.sum() < _COMPONENTS + 2:
-    raise ValueError(f"UMAP needs at least {_COMPONENTS + 2} candidates with finite "
+  if mask.sum() < MIN_POINTS:
+    raise ValueError(f"UMAP needs at least {MIN_POINTS} candidates with finite "
                      f"features, got {int(mask.sum())}")
   graphs = [_block_graph(block[mask], kind) for kind, block in _blocks(candidates, feature_set)]
   if len(graphs) == 1:
@@ -148,7 +149,7 @@ def _layout(graph, data, metric: str, random_state: int) -> np.ndarray:
     warnings.simplefilter("ignore")  # umap-learn's notices about parallelism and n_jobs
     layout, _ = umap_.simplicial_set_embedding(
         data, graph.copy(),  # it prunes the graph's weak edges in place
-        _COMPONENTS, _LEARNING_RATE, a, b, _REPULSION, _NEGATIVE_SAMPLE_RATE, None, init,
+        COMPONENTS, _LEARNING_RATE, a, b, _REPULSION, _NEGATIVE_SAMPLE_RATE, None, init,
         np.random.RandomState(random_state), metric, {}, False, {}, False, parallel=False)
   return layout
 
@@ -196,7 +197,7 @@ def embed(candidates: Candidates, feature_set: str = "union", *,
     metric = OUTPUT_METRIC if kind == "outputs" else FISHER_METRIC
   else:
     data, metric = None, "euclidean"
-  result = np.full((len(mask), _COMPONENTS), np.nan)
+  result = np.full((len(mask), COMPONENTS), np.nan)
   result[mask] = _layout(graph, data, metric, random_state)
   return result
 
