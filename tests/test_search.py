@@ -5,6 +5,7 @@ import csv
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -358,7 +359,18 @@ def test_a_baseline_spelt_with_spaces_is_trained_and_recorded_under_its_normal_n
   assert repr(again.evaluations) == repr(summary.evaluations)
 
 
-def test_a_failing_heartbeat_stops_the_work_with_a_clear_message(tmp_path, monkeypatch):
+@pytest.fixture(params=["handled", "ignored"])
+def sigint(request):
+  """SIGINT as Python handles it, or ignored: what a search started in the background by a
+  shell (`nohup ... &`, a batch script) inherits."""
+  handler = signal.default_int_handler if request.param == "handled" else signal.SIG_IGN
+  previous = signal.signal(signal.SIGINT, handler)
+  yield handler
+  signal.signal(signal.SIGINT, previous)
+
+
+def test_a_failing_heartbeat_stops_the_work_with_a_clear_message(tmp_path, monkeypatch,
+                                                                  sigint):
   with store.Store(str(tmp_path / "search.sqlite")) as db:
     db.init_space("unary(x)", [["relu(x)"], ["tanh(x)"]])
     assert db.claim([0, 1], 2, "w", 1.0) == [0, 1]
@@ -372,3 +384,4 @@ def test_a_failing_heartbeat_stops_the_work_with_a_clear_message(tmp_path, monke
         while time.monotonic() - started < 30:  # training, interrupted by the failure
           time.sleep(0.01)
     assert time.monotonic() - started < 10
+  assert signal.getsignal(signal.SIGINT) is sigint  # as it was

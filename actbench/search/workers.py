@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import signal
 import socket
 import threading
 import _thread
@@ -92,16 +93,33 @@ def heartbeat(db: store_lib.SearchStore | None, worker: str, ttl: float,
         _thread.interrupt_main()
 
   thread = threading.Thread(target=beat, daemon=True, name="actbench-heartbeat")
-  thread.start()
+  with _interruptible():
+    thread.start()
+    try:
+      yield
+    except KeyboardInterrupt as e:
+      if failures:
+        raise store_lib.StoreError(
+            f"stopped: the heartbeat that keeps this worker's claims alive failed "
+            f"({failures[0]}); its classes are trained again by the next run, or by another "
+            "worker once the claims expire") from e
+      raise
+    finally:
+      stop.set()
+      thread.join()
+
+
+@contextlib.contextmanager
+def _interruptible():
+  """SIGINT raises KeyboardInterrupt in the main thread meanwhile, as `interrupt_main` needs:
+  a job started in the background by a shell (`nohup ... &`, a batch script) inherits SIGINT
+  ignored, and a failed heartbeat would then stop nothing."""
+  if (threading.current_thread() is not threading.main_thread()
+      or callable(signal.getsignal(signal.SIGINT))):
+    yield
+    return
+  previous = signal.signal(signal.SIGINT, signal.default_int_handler)
   try:
     yield
-  except KeyboardInterrupt as e:
-    if failures:
-      raise store_lib.StoreError(
-          f"stopped: the heartbeat that keeps this worker's claims alive failed ({failures[0]}); "
-          "its classes are trained again by the next run, or by another worker once the "
-          "claims expire") from e
-    raise
   finally:
-    stop.set()
-    thread.join()
+    signal.signal(signal.SIGINT, previous)
