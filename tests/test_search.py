@@ -151,6 +151,27 @@ def test_without_a_fisher_budget_every_class_is_featured_and_aquasurf_proposes(s
 
 
 @pytest.mark.slow
+def test_a_restart_reads_its_space_from_the_store_without_enumerating_it(searched,
+                                                                         monkeypatch):
+  workdir, _ = searched
+  with store.Store(search.store_path(workdir)) as db:
+    before = db.evaluations()
+
+  def enumerated(config):
+    raise AssertionError("the space was enumerated again")
+
+  monkeypatch.setattr(loop, "space_classes", enumerated)
+  trained = spy_on_training(monkeypatch)
+  modes.run(searched_config(), workdir)  # the same search, complete: nothing to train
+  assert not trained
+  with store.Store(search.store_path(workdir)) as db:
+    assert repr(db.evaluations()) == repr(before)
+  # Other space fields enumerate (and the store refuses another space, as before).
+  with pytest.raises(AssertionError, match="enumerated again"):
+    modes.run(tiny_config(baselines=("relu(x)",)), workdir)
+
+
+@pytest.mark.slow
 def test_search_resumes_and_extends_without_retraining(searched, tmp_path, monkeypatch):
   workdir, _ = searched
   copy = tmp_path / "copy"

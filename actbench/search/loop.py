@@ -76,6 +76,29 @@ def space_classes(config) -> list[list[str]]:
   return space.equivalence_classes(list(names) + baseline_names(config))
 
 
+SPACE_KEY = "space.config"  # meta: the config fields the store's space was enumerated from
+
+
+def space_config(config) -> str:
+  """What config.search's space is enumerated from (schema, operators, baselines), as JSON."""
+  cfg = config.search
+  return json.dumps({"space": str(cfg.space), "unary": list(cfg.unary),
+                     "binary": list(cfg.binary), "nary": list(cfg.nary),
+                     "baselines": baseline_names(config)}, sort_keys=True)
+
+
+def init_space(db: store_lib.SearchStore, config) -> None:
+  """Writes config's space into a new store, or checks that a store holds it. A store that
+  recorded the same space fields is not enumerated again: for a space of a million classes,
+  minutes at every restart of every worker."""
+  fields = space_config(config)
+  if db.num_classes and db.get_meta(SPACE_KEY) == fields:
+    db.load_space()
+    return
+  db.init_space(config.search.space, space_classes(config))
+  db.set_meta(SPACE_KEY, fields)
+
+
 def operator_choices(config) -> list[tuple[str, ...]]:
   """The operators each placeholder of config.search.space may take (`space.operator_choices`):
   what evolution's mutations choose from."""
@@ -263,7 +286,7 @@ def run(config, workdir: str, *, exhaustive: bool = False, progress: bool = True
   with open_store(config, workdir) as db:
     # Every process keeps the space and the features (the same values everywhere: idempotent
     # on a shared workdir); only process 0 claims and records.
-    db.init_space(cfg.space, space_classes(config))
+    init_space(db, config)
     check_recipe(db, config, dataset, make_model)
     if lead and db.replay_journal():  # results a killed process journaled but never committed
       logging.info("replayed evaluations from %s", db.journal_path)

@@ -361,6 +361,15 @@ class SearchStore:
     self._num_classes = len(classes)
     self._names = [members[0] for members in classes]
 
+  def load_space(self) -> None:
+    """Takes the stored space as this session's, without the caller's classes to check it
+    against (a caller that knows the space is the one it asked for: init_space's work done)."""
+    self._num_classes = None
+    self._names = [row[0] for row in self._select("SELECT name FROM classes ORDER BY class_id")]
+    if len(self._names) != self.num_classes:
+      raise DamagedStoreError(f"{self.location} lists {len(self._names)} classes of the "
+                              f"{self.num_classes} its space has")
+
   elsewhere = "use another --workdir"  # how to start a search of its own, for messages
 
   def _exclusive(self, tx: Tx) -> None:
