@@ -154,9 +154,15 @@ def embedding_kind(config) -> str:
   return f"embedding-{config.surrogate.features}-{int(config.surrogate.random_state)}"
 
 
-def budget_embedding_kind(config) -> str:
-  """The kind holding a budgeted search's embedding of its featured classes (the latest)."""
-  return f"{embedding_kind(config)}-budget"
+LATEST_EMBEDDING = "featurize.latest-embedding"  # meta: the kind of a budget's latest layout
+
+
+def budget_embedding_kind(config, featured: Sequence[int]) -> str:
+  """The kind holding a budgeted search's embedding of the classes `featured`: one kind per
+  featured set (its digest), written whole in one transaction, so that workers laying out
+  other sets never mix their rows."""
+  digest = hashlib.sha256(json.dumps(sorted(featured)).encode()).hexdigest()[:16]
+  return f"{embedding_kind(config)}-budget-{digest}"
 
 
 def embedding(config, db: store_lib.Store, candidates) -> np.ndarray:
@@ -177,10 +183,11 @@ def embedding(config, db: store_lib.Store, candidates) -> np.ndarray:
 def stored_embedding(config, db: store_lib.SearchStore) -> np.ndarray | None:
   """The embedding a search left in its store (every class's, or a budget's latest over its
   featured classes, NaN elsewhere), for the report; None without one."""
-  for kind in (embedding_kind(config), budget_embedding_kind(config)):
-    width, present = db.feature_presence(kind)
-    if width and present.any():
-      return db.features(kind)[0]
+  for kind in (embedding_kind(config), db.get_meta(LATEST_EMBEDDING)):
+    if kind:
+      rows, present = db.features(kind)
+      if rows.shape[1] and present.any():
+        return rows
   return None
 
 
@@ -287,15 +294,12 @@ class BudgetedFeatures:
 
   def _embedding(self, featured: list[int]) -> np.ndarray:
     """The surrogate's embedding of the featured classes (NaN rows elsewhere), kept in the
-    store with the digest of the set it covers."""
+    store under the digest of the set it covers."""
     config, db = self.config, self.db
-    kind = budget_embedding_kind(config)
-    digest = hashlib.sha256(json.dumps(sorted(featured)).encode()).hexdigest()[:16]
-    key = f"featurize.embedded.{kind}"
-    if db.get_meta(key) == digest:
-      rows, present = db.features(kind, featured)
-      if present.all() and rows.shape[1]:
-        return featurize.scatter(rows, featured, len(self.classes))
+    kind = budget_embedding_kind(config, featured)
+    rows, present = db.features(kind, featured)
+    if present.all() and rows.shape[1]:
+      return featurize.scatter(rows, featured, len(self.classes))
     fisher_rows, _ = db.features(FISHER, featured)
     normalize = bool(config.population.normalize)
     subset = strategies.Candidates(
@@ -305,6 +309,6 @@ class BudgetedFeatures:
     feature_set = config.surrogate.features
     logging.info("embedding %d featured classes (%s features)", len(featured), feature_set)
     values = featurize.embed_subset(subset, feature_set, int(config.surrogate.random_state))
-    db.put_features(kind, featured, values)
-    db.set_meta(key, digest)
+    db.put_features(kind, featured, values)  # whole, in one transaction
+    db.set_meta(LATEST_EMBEDDING, kind)  # for the report
     return featurize.scatter(values, featured, len(self.classes))
