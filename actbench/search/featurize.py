@@ -59,7 +59,7 @@ def sketch_of(outputs: np.ndarray) -> np.ndarray:
   outputs are not all finite."""
   outputs = np.asarray(outputs, np.float64)
   finite = np.isfinite(outputs).all(axis=1)
-  compressed = np.sign(outputs[finite]) * np.log1p(np.abs(outputs[finite]))
+  compressed = surrogate.compressed_outputs(outputs[finite])
   result = np.full((len(outputs), SKETCH_DIMS), np.nan, np.float32)
   result[finite] = compressed @ _basis()
   return result

@@ -384,7 +384,7 @@ def recover(config, workdir: str, *, dataset=None, make_model=None) -> dict:
                                "journal")
   if config.search.store or not recovery.is_damaged(path):
     with open_store(config, workdir) as db:
-      db.init_space(config.search.space, space_classes(config))
+      init_space(db, config)
       check_recipe(db, config, dataset, make_model)
       return {"intact": True, "location": db.location, "from_journal": db.replay_journal()}
   report = recovery.rebuild(path, config.search.space, space_classes(config), **fingerprints)

@@ -154,6 +154,13 @@ def _layout(graph, data, metric: str, random_state: int) -> np.ndarray:
   return layout
 
 
+def compressed_outputs(outputs: np.ndarray) -> np.ndarray:
+  """sign(v) * log1p(|v|) in float64: output features span 1e-3 to 1e18, and distances between
+  raw values would see only the largest functions."""
+  outputs = np.asarray(outputs, np.float64)
+  return np.sign(outputs) * np.log1p(np.abs(outputs))
+
+
 def raw_features(candidates: Candidates) -> tuple[np.ndarray, np.ndarray]:
   """The 'raw' feature set: (features (n, d) float64 with NaN rows, eligible mask).
 
@@ -168,7 +175,7 @@ def raw_features(candidates: Candidates) -> tuple[np.ndarray, np.ndarray]:
   for kind, block in _blocks(candidates, "raw"):
     block = np.asarray(block, np.float64)[mask]
     if kind == "outputs":
-      block = np.sign(block) * np.log1p(np.abs(block))
+      block = compressed_outputs(block)
     block = block - block.mean(axis=0)
     scale = np.sqrt((block ** 2).sum(axis=1).mean())
     columns.append(block / scale if scale > 0 else block)
