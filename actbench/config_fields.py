@@ -105,7 +105,20 @@ def _budget_problems(config) -> list[str]:
     found.append(f"config.search.fisher_budget = {config.search.fisher_budget}: a benchmark "
                  "table holds every function's Fisher features; set it to 0 for mode "
                  "benchmark")
-  return found
+  return found + _fidelity_problems(config)
+
+
+def _fidelity_problems(config) -> list[str]:
+  """What is wrong with config.search.fidelity (successive halving, engine/halving.py)."""
+  from actbench.engine import halving  # pylint: disable=import-outside-toplevel
+  try:
+    fidelity = halving.Fidelity.from_config(config)
+  except ConfigError as e:
+    return [str(e).replace("successive halving's ", "config.search.fidelity.")]
+  if fidelity is not None and config.mode == "benchmark":
+    return ["config.search.fidelity.rungs is set: a benchmark table holds every function "
+            "trained in full; set it to () for mode benchmark"]
+  return []
 
 
 def _store_problems(search) -> list[str]:

@@ -35,6 +35,12 @@ from actbench.report import plots
 TABLE_METRICS = {"train_accuracy": "Train Accuracy", "validation_accuracy": "Validation Accuracy",
                  "test_accuracy": "Test Accuracy", "train_loss": "Train Loss",
                  "validation_loss": "Validation Loss", "test_loss": "Test Loss"}
+# The table's learning curves (tables.CURVE_KEYS), from the store's curve names (its
+# `curve_key`s); "failed" is the store's curve of whether the class had failed by each epoch.
+TABLE_CURVES = {"train_accuracy": "Train Accuracy Curve",
+                "validation_accuracy": "Validation Accuracy Curve",
+                "train_loss": "Train Loss Curve", "validation_loss": "Validation Loss Curve"}
+FAILED_CURVE = "failed"
 MODES = config_fields.MODES
 WORKDIR_MODES = ("search", "benchmark", "replay", "report", "recover")  # the others: optional
 
@@ -127,11 +133,17 @@ def run_benchmark(config, workdir):
 
 def benchmark_table(classes, evaluations, fisher_rows):
   """The Act-Bench-format table of the evaluated classes, in class order. A failed class keeps
-  its losses; its accuracies are NaN and "Diverged" is 1."""
+  its losses; its accuracies are NaN and "Diverged" is 1.
+
+  The learning curves (TABLE_CURVES) hold each epoch's value while the class had not failed,
+  NaN from the epoch it had (its "failed" curve, and for a failed class its last epoch at the
+  latest): a failed class's curves end in NaN as its accuracies are NaN, so that an accuracy
+  curve's last value is the final figure. A table of classes without curves has none."""
   from actbench import tables  # pylint: disable=import-outside-toplevel
   ids = sorted(evaluations)
   metrics = {key: np.full(len(ids), np.nan) for key in (*TABLE_METRICS.values(), "Runtime (s)",
                                                          "Diverged")}
+  curves = {key: [] for key in TABLE_CURVES.values()}  # per class, its values
   for row, class_id in enumerate(ids):
     evaluation = evaluations[class_id]
     failed = evaluation.status != "ok"
@@ -140,11 +152,32 @@ def benchmark_table(classes, evaluations, fisher_rows):
       metrics[key][row] = math.nan if failed and name.endswith("accuracy") else value
     metrics["Runtime (s)"][row] = evaluation.runtime_s
     metrics["Diverged"][row] = float(failed)
+    values = {key: np.asarray(evaluation.curve(name), np.float64)
+              for name, key in TABLE_CURVES.items()}
+    epochs = max(len(curve) for curve in values.values())
+    # Whether the class had failed by each epoch: the flag once set stays (a flag the store
+    # lacks counts as not failed); a failed class had failed by its last epoch whatever the
+    # flags say, as its figures say.
+    flags = np.zeros(epochs, bool)
+    recorded = np.asarray(evaluation.curve(FAILED_CURVE), np.float64)[:epochs]
+    flags[:len(recorded)] = np.nan_to_num(recorded) != 0
+    if failed and epochs:
+      flags[-1] = True
+    flags = np.logical_or.accumulate(flags)
+    for key, curve in values.items():
+      curves[key].append(np.where(flags[:len(curve)], np.nan, curve))
+  width = {key: max((len(curve) for curve in rows), default=0) for key, rows in curves.items()}
+  padded = {}
+  for key, rows in curves.items():
+    if width[key]:  # the store recorded this curve for some class
+      padded[key] = np.full((len(ids), width[key]), np.nan)
+      for row, curve in enumerate(rows):
+        padded[key][row, :len(curve)] = curve
   fisher_rows = np.asarray(fisher_rows, np.float32)
   return tables.Table(names=[classes[i][0] for i in ids],
                      equivalents=[list(classes[i][1:]) for i in ids], metrics=metrics,
                      fisher=fisher_rows[ids] if fisher_rows.shape[1] else
-                     np.zeros((len(ids), 0), np.float32))
+                     np.zeros((len(ids), 0), np.float32), curves=padded)
 
 
 def run_replay(config, workdir):

@@ -116,6 +116,12 @@ def base_config() -> ml_collections.ConfigDict:
   config.search.fisher_every = 0  # evaluations between rounds (0 = population_size)
   config.search.fisher_choice = "outputs"  # a round's picks: outputs (an outputs-only k-NN on
   # the evaluations; diversity before any) | random
+  # Successive halving (README "Early stopping"): a round trains to each rung's epoch in turn
+  # and only the best 1/eta of its functions by validation accuracy there go on; the others
+  # are recorded as stopped. The last rung must be train.num_epochs; () = off.
+  config.search.fidelity = ml_collections.ConfigDict()
+  config.search.fidelity.rungs = ()  # e.g. (2, 5, 10)
+  config.search.fidelity.eta = 3  # 1/eta of a rung's functions go on to the next
   config.search.worker = ""  # this worker's name in the store ('' = hostname-process index)
   config.search.claim_ttl_s = 600.0  # a dead worker's claims are taken over after this
   # where the store lives: '' = search.sqlite in the workdir (the workers of one host) |

@@ -273,14 +273,14 @@ def _old_sqlite_store(path: str, version: int, rows: np.ndarray) -> None:
   db.close()
 
 
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 3])
 def test_an_older_sqlite_store_is_upgraded_and_its_raw_rows_read(tmp_path, version):
   path = str(tmp_path / "old.db")
   rows = _cdf_rows(4, n=8, width=24)
   _old_sqlite_store(path, version, rows)
   with store_lib.Store(path) as db:
     db.init_space(SCHEMA, _classes(8))  # the same space: resumed
-    assert db.get_meta("store.version") == str(store_lib.FORMAT_VERSION) == "3"
+    assert db.get_meta("store.version") == str(store_lib.FORMAT_VERSION) == "4"
     assert db.feature_codec("fisher") == "raw"
     assert _same_bits(db.features("fisher")[0], rows)
     assert _same_bits(db.features("fisher", [6, 2])[0], rows[[6, 2]])
@@ -288,7 +288,7 @@ def test_an_older_sqlite_store_is_upgraded_and_its_raw_rows_read(tmp_path, versi
     db.put_features("fisher", [1], rows[[1]] + 1, compress=True)  # the kind stays raw
     db.put_features("new", [1], rows[[1]], compress=True)  # a new kind may be compressed
   check = sqlite3.connect(path)
-  assert check.execute("PRAGMA user_version").fetchone()[0] == 3
+  assert check.execute("PRAGMA user_version").fetchone()[0] == 4
   assert check.execute("SELECT length(row) FROM features WHERE kind = 'fisher' AND class_id = 1"
                        ).fetchone()[0] == 4 * 24
   check.close()
@@ -301,31 +301,33 @@ def test_a_newer_sqlite_store_is_refused(tmp_path):
   path = tmp_path / "new.db"
   _old_sqlite_store(str(path), 2, _cdf_rows(5, n=2, width=12))
   db = sqlite3.connect(path)
-  db.execute("PRAGMA user_version=4")
+  db.execute("PRAGMA user_version=5")
   db.close()
   content = path.read_bytes()
-  with pytest.raises(StoreError, match="format version 4; this actbench reads version 3: "
+  with pytest.raises(StoreError, match="format version 5; this actbench reads version 4: "
                                        "upgrade actbench"):
     store_lib.Store(str(path))
   assert path.read_bytes() == content
 
 
-def test_a_postgresql_store_of_version_2_is_upgraded_and_4_refused(tmp_path, postgres_url):
+@pytest.mark.parametrize("version", [2, 3])
+def test_a_postgresql_store_of_an_older_version_is_upgraded_and_5_refused(tmp_path, postgres_url,
+                                                                          version):
   backend = _Postgres(tmp_path, postgres_url)
   rows = _cdf_rows(6, n=5, width=12)
   with backend.open() as db:
     db.init_space(SCHEMA, _classes(5))
     db.put_features("fisher", range(5), rows)
-  backend.sql("UPDATE meta SET value = '2' WHERE key = 'store.version'")  # as version 2 left it
+  backend.sql(f"UPDATE meta SET value = '{version}' WHERE key = 'store.version'")  # as it left it
   with backend.open() as db:
-    assert db.get_meta("store.version") == "3"
+    assert db.get_meta("store.version") == "4"
     assert _same_bits(db.features("fisher")[0], rows)
     assert db.feature_codec("fisher") == "raw"
-  backend.sql("UPDATE meta SET value = '4' WHERE key = 'store.version'")
-  with pytest.raises(StoreError, match="format version 4; this actbench reads version 3: "
+  backend.sql("UPDATE meta SET value = '5' WHERE key = 'store.version'")
+  with pytest.raises(StoreError, match="format version 5; this actbench reads version 4: "
                                        "upgrade actbench"):
     backend.open()
-  assert backend.sql("SELECT value FROM meta WHERE key = 'store.version'") == [("4",)]
+  assert backend.sql("SELECT value FROM meta WHERE key = 'store.version'") == [("5",)]
 
 
 def test_the_codec_round_trips_any_float32_bits():

@@ -78,6 +78,10 @@ def _assert_tables_equal(actual: tables.Table, expected: tables.Table):
     np.testing.assert_array_equal(actual.metrics[key], column)
   assert actual.fisher.dtype == np.float32
   np.testing.assert_array_equal(actual.fisher, expected.fisher)
+  assert list(actual.curves) == list(expected.curves)  # {} for tables without curves
+  for key, curve in expected.curves.items():
+    assert actual.curves[key].dtype == np.float64
+    np.testing.assert_array_equal(actual.curves[key], curve)  # NaN == NaN here
 
 
 @pytest.fixture(name="entries")

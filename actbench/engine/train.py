@@ -37,7 +37,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from actbench import defaults
-from actbench.engine import caching, model_factory, population
+from actbench.engine import caching, halving, model_factory, population
 from actbench.engine import data as data_lib
 from actbench.engine import trainer as trainer_lib
 from actbench.errors import ConfigError
@@ -47,6 +47,9 @@ resolve_strategy = population.resolve_strategy
 
 
 DIVERGENCE_RULES = ("fail", "chance")
+
+
+CURVES = ("train_loss", "train_accuracy", "validation_loss", "validation_accuracy")
 
 
 @dataclasses.dataclass
@@ -59,12 +62,21 @@ class PopulationResult:
   metrics: dict[str, list[float]]  # train/validation/test _loss and _accuracy
   diverged: list[bool]
   runtime_s: list[float]  # the population's wall time shared equally among its members
-  # Per population group: its members, its fold, per-epoch train metrics, the epoch it resumed
+  # Per population group: its members, its fold, per-epoch metrics, the epoch it resumed
   # from.
   history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
   folds: list[int] = dataclasses.field(default_factory=list)  # empty: every run is fold 0
   divergence: str = "fail"  # config.train.divergence: how a diverged run counts (by_activation)
   num_classes: int = 0  # for the chance accuracy a diverged run scores under "chance"
+  # Learning curves: CURVES name -> per run, its value after each epoch it trained (a run
+  # stopped early by successive halving has a shorter one); the validation ones only where the
+  # data has a validation split.
+  curves: dict[str, list[list[float]]] = dataclasses.field(default_factory=dict)
+  # Per run, after each epoch: whether it had failed by then (diverged, or a validation loss
+  # that is not finite), as `diverged` says of its last epoch.
+  curve_failed: list[list[bool]] = dataclasses.field(default_factory=list)
+  epochs: list[int] = dataclasses.field(default_factory=list)  # per run: epochs it trained
+  num_epochs: int = 0  # config.train.num_epochs: a run with fewer epochs was stopped early
 
   def members(self) -> list[dict[str, Any]]:
     rows = []
@@ -75,6 +87,9 @@ class PopulationResult:
       if self.folds:
         row["fold"] = folds[i]
       row.update({name: values[i] for name, values in self.metrics.items()})
+      if self.epochs:
+        row["epochs"] = self.epochs[i]
+      row.update({f"{name}_curve": values[i] for name, values in self.curves.items()})
       rows.append(row)
     return rows
 
@@ -84,7 +99,12 @@ class PopulationResult:
     With divergence "fail" (the default) an activation is diverged when any run diverged.
     With "chance" a diverged run scores chance accuracy (1 / num_classes) and no loss, so an
     activation's accuracy is what one training run yields on average, and it is diverged only
-    when every run diverged."""
+    when every run diverged.
+
+    Each learning curve (`<name>_curve`) is summed up the same way epoch by epoch, with the
+    runs that had failed by that epoch, so that its last value is the final figure;
+    `failed_curve` says whether the activation counted as failed (diverged) after each epoch.
+    `epochs` is what it trained; `stopped` says successive halving stopped it early."""
     chance_rule = self.divergence == "chance"
     chance = 1.0 / self.num_classes if self.num_classes else math.nan
     result = {}
@@ -95,17 +115,24 @@ class PopulationResult:
       summary = {"seeds": seeds, "diverged": all(flags) if chance_rule else any(flags),
                  "diverged_runs": sum(flags), "runs": len(index),
                  "runtime_s": float(np.sum([self.runtime_s[i] for i in index]))}
+      run_seeds = [self.seeds[i] for i in index]
+      rule = chance if chance_rule else None
       for name, values in self.metrics.items():
-        per_seed = []
-        for seed in seeds:
-          rows = [i for i in index if self.seeds[i] == seed]
-          chosen = np.array([values[i] for i in rows], np.float64)
-          if chance_rule:
-            failed = np.array([self.diverged[i] for i in rows], bool)
-            chosen = np.where(failed, chance if name.endswith("accuracy") else np.nan, chosen)
-          per_seed.append(np.nanmean(chosen) if np.isfinite(chosen).any() else np.nan)
-        per_seed = np.asarray(per_seed)
-        summary[name] = float(np.nanmedian(per_seed)) if np.isfinite(per_seed).any() else np.nan
+        summary[name] = _summed(name, [values[i] for i in index], flags, run_seeds, seeds, rule)
+      if self.epochs:
+        epochs = max(self.epochs[i] for i in index)
+        summary["epochs"] = epochs
+        summary["stopped"] = bool(self.num_epochs) and epochs < self.num_epochs
+      if self.curve_failed:  # whether the activation had failed by each epoch, as above
+        length = max(len(self.curve_failed[i]) for i in index)
+        failed_by = [[_at(self.curve_failed[i], e, True) for i in index] for e in range(length)]
+        summary["failed_curve"] = [all(f) if chance_rule else any(f) for f in failed_by]
+      for name, runs in self.curves.items():
+        length = max(len(runs[i]) for i in index)
+        summary[f"{name}_curve"] = [
+            _summed(name, [_at(runs[i], e) for i in index],
+                    [_at(self.curve_failed[i], e, True) for i in index], run_seeds, seeds, rule)
+            for e in range(length)]
       result[activation] = summary
     return result
 
@@ -117,11 +144,36 @@ class PopulationResult:
         {name: [values[i] for i in indices] for name, values in self.metrics.items()},
         [self.diverged[i] for i in indices], [self.runtime_s[i] for i in indices],
         folds=[self.folds[i] for i in indices] if self.folds else [],
-        divergence=self.divergence, num_classes=self.num_classes)
+        divergence=self.divergence, num_classes=self.num_classes,
+        curves={name: [runs[i] for i in indices] for name, runs in self.curves.items()},
+        curve_failed=[self.curve_failed[i] for i in indices] if self.curve_failed else [],
+        epochs=[self.epochs[i] for i in indices] if self.epochs else [],
+        num_epochs=self.num_epochs)
 
   def to_json(self) -> dict[str, Any]:
     return {"members": self.members(), "by_activation": self.by_activation(),
             "history": self.history}
+
+
+def _summed(name: str, values, failed, run_seeds, seeds, chance: float | None) -> float:
+  """One figure of an activation's runs: each seed's mean over its folds, then the median over
+  seeds, NaN-aware; with `chance` (the "chance" divergence rule), a failed run's accuracy is
+  chance and its loss missing."""
+  per_seed = []
+  for seed in seeds:
+    rows = [k for k, s in enumerate(run_seeds) if s == seed]
+    chosen = np.array([values[k] for k in rows], np.float64)
+    if chance is not None:
+      failures = np.array([failed[k] for k in rows], bool)
+      chosen = np.where(failures, chance if name.endswith("accuracy") else np.nan, chosen)
+    per_seed.append(np.nanmean(chosen) if np.isfinite(chosen).any() else np.nan)
+  per_seed = np.asarray(per_seed)
+  return float(np.nanmedian(per_seed)) if np.isfinite(per_seed).any() else np.nan
+
+
+def _at(values, epoch: int, missing=math.nan):
+  """values[epoch], or `missing` past the end (a run stopped before that epoch)."""
+  return values[epoch] if epoch < len(values) else missing
 
 
 def provenance(dataset: data_lib.Dataset, make_model) -> str:
@@ -266,45 +318,111 @@ def _checkpoint_manager(workdir: str | None, config, names, seeds, source: str):
   return ocp.CheckpointManager(directory, options=options)
 
 
+@dataclasses.dataclass
+class _Carried:
+  """Members' training to hand on to the next rung: their states (host arrays, member axis
+  first), history arrays (key -> (epochs, members)) and the epoch they reached."""
+  state: Any
+  history: dict[str, np.ndarray]
+  epoch: int
+
+  def take(self, positions: Sequence[int]) -> _Carried:
+    positions = np.asarray(positions, np.int64)
+    return _Carried(jax.tree.map(lambda a: np.asarray(a)[positions], self.state),
+                    {key: values[:, positions] for key, values in self.history.items()},
+                    self.epoch)
+
+  @staticmethod
+  def join(parts: Sequence[_Carried]) -> _Carried:
+    if len({part.epoch for part in parts}) != 1:
+      raise ValueError("members carried from different epochs cannot train as one population")
+    return _Carried(jax.tree.map(lambda *a: np.concatenate(a), *[p.state for p in parts]),
+                    {key: np.concatenate([p.history[key] for p in parts], axis=1)
+                     for key in parts[0].history}, parts[0].epoch)
+
+
+@dataclasses.dataclass
+class _GroupRun:
+  """What one population trained: metrics at its last epoch, its history and, unless it
+  reached the full training, its members' state to carry on."""
+  metrics: dict[str, list[float]]
+  diverged: list[bool]
+  wall_s: float
+  history: list[dict[str, list]]
+  resumed_from: int
+  carried: _Carried | None
+
+
+def _history_keys(dataset) -> tuple[str, ...]:
+  """What a population records after every epoch: train metrics, validation metrics where
+  the data has a validation split, and whether each member had failed."""
+  keys = ("train_loss", "train_accuracy")
+  if dataset.validation.num_examples:
+    keys += ("validation_loss", "validation_accuracy")
+  return keys + ("diverged",)
+
+
 def _train_group(config, dataset, make_model, encoding, names: list[str], seeds: list[int],
-                 workdir: str | None, stop_after_epoch: int | None, progress: bool = False):
-  """Trains one population; returns (metrics, diverged, wall seconds, history, the epoch it
-  resumed from: 0 unless a checkpoint was found)."""
+                 workdir: str | None, stop_after_epoch: int | None, progress: bool = False, *,
+                 until: int | None = None, initial: _Carried | None = None) -> _GroupRun:
+  """Trains one population to epoch `until` (config.train.num_epochs by default), from its
+  last checkpoint, else from `initial` (members carried from a rung before), else from the
+  start, evaluating the validation split after every epoch."""
+  num_epochs = int(config.train.num_epochs)
+  until = num_epochs if until is None else int(until)
   codes = encoding.encode(names)
   trainer = trainer_lib.cached_trainer(config, dataset, encoding, make_model)
   size = len(names)
   padded = -size % jax.device_count()  # the population axis must divide over the devices
   codes = np.concatenate([codes, np.repeat(codes[:1], padded, 0)])
   seed_array = np.asarray(list(seeds) + [seeds[0]] * padded, np.int32)
+  keys = _history_keys(dataset)
   start = time.perf_counter()
-  state = trainer.init(seed_array)
+  if initial is not None:
+    state = jax.tree.map(lambda a: trainer.put_members(np.concatenate(
+        [a, np.repeat(a[:1], padded, 0)])), initial.state)
+  else:
+    state = trainer.init(seed_array)
   codes, seed_array = trainer.put_members(codes), trainer.put_members(seed_array)
   manager = _checkpoint_manager(workdir, config, names, seeds,
                                 provenance(dataset, make_model) if workdir else "")
-  first_epoch, history, elapsed = 0, [], 0.0
-  if manager is not None and manager.latest_step() is not None:
+  first_epoch, history, elapsed, resumed_from = 0, [], 0.0, 0
+  if initial is not None:
+    first_epoch = initial.epoch
+    history = _history_from_arrays(initial.history)
+  if manager is not None and (manager.latest_step() or 0) > first_epoch:
     step = manager.latest_step()
-    restored = manager.restore(step, args=ocp.args.StandardRestore(
-        {"state": state, "history": _history_template(step, size),
-         "elapsed": np.float64(0)}))
-    state, first_epoch = restored["state"], step
-    history = _history_from_arrays(restored["history"])
-    elapsed = float(restored["elapsed"])
+    state, history, elapsed, legacy = _restore(manager, step, state, keys, size)
+    first_epoch = resumed_from = step
     logging.info("Resumed population %s from epoch %d", manager.directory, step)
-  num_epochs = int(config.train.num_epochs)
-  bar = _epoch_bar(first_epoch, num_epochs, size, progress)
-  for epoch in range(first_epoch, num_epochs):
+    if legacy and "validation_loss" in keys:  # its last epoch's evaluation, as it would have
+      values = trainer.evaluate(state, codes, dataset.validation)
+      history[-1]["validation_loss"] = values["loss"][:size].tolist()
+      history[-1]["validation_accuracy"] = values["accuracy"][:size].tolist()
+      history[-1]["diverged"] = (np.asarray(history[-1]["diverged"], bool)
+                                 | ~np.isfinite(values["loss"][:size])).tolist()
+  bar = _epoch_bar(first_epoch, until, size, progress)
+  for epoch in range(first_epoch, until):
     state, totals = trainer.train_epoch(state, codes, seed_array, epoch)
     epoch_metrics = trainer_lib.loss_and_accuracy(totals)
-    history.append({"train_loss": epoch_metrics["loss"][:size].tolist(),
-                    "train_accuracy": epoch_metrics["accuracy"][:size].tolist()})
+    record = {"train_loss": epoch_metrics["loss"][:size].tolist(),
+              "train_accuracy": epoch_metrics["accuracy"][:size].tolist()}
+    if "validation_loss" in keys:  # the learning curve: the same evaluation as the final one
+      values = trainer.evaluate(state, codes, dataset.validation)
+      record["validation_loss"] = values["loss"][:size].tolist()
+      record["validation_accuracy"] = values["accuracy"][:size].tolist()
+    failed = trainer_lib.to_host(state["diverged"])[:size]
+    if "validation_loss" in record:  # an evaluation that is not finite fails the member too
+      failed = failed | ~np.isfinite(record["validation_loss"])
+    record["diverged"] = failed.tolist()
+    history.append(record)
     finite = epoch_metrics["accuracy"][:size][np.isfinite(epoch_metrics["accuracy"][:size])]
     logging.info("epoch %d/%d: median train accuracy %s (%d of %d members finite)", epoch + 1,
                  num_epochs, f"{np.median(finite):.4f}" if finite.size else "-", finite.size, size)
     every = int(config.checkpoint_every_epochs) if manager else 0
-    if manager is not None and ((epoch + 1) % every == 0 or epoch + 1 == num_epochs):
+    if manager is not None and ((epoch + 1) % every == 0 or epoch + 1 in (until, num_epochs)):
       manager.save(epoch + 1, args=ocp.args.StandardSave(
-          {"state": state, "history": _history_arrays(history),
+          {"state": state, "history": _history_arrays(history, keys),
            "elapsed": np.float64(elapsed + time.perf_counter() - start)}))
       manager.wait_until_finished()
     bar.update(1)
@@ -312,23 +430,51 @@ def _train_group(config, dataset, make_model, encoding, names: list[str], seeds:
       bar.close()
       raise TrainingInterrupted(epoch + 1)
   bar.close()
+  reached = len(history)  # `until`, or more where a checkpoint had gone further
   # Train metrics of each member's last epoch with finite ones (a diverged member's last
   # healthy epoch).
   metrics = {name: _last_finite([epoch[name] for epoch in history], size)
              for name in ("train_loss", "train_accuracy")}
-  for split_name in ("validation", "test"):
-    split = getattr(dataset, split_name)
-    if split.num_examples == 0:
-      continue
-    values = trainer.evaluate(state, codes, split)
-    metrics[f"{split_name}_loss"] = values["loss"][:size].tolist()
-    metrics[f"{split_name}_accuracy"] = values["accuracy"][:size].tolist()
+  if "validation_loss" in keys:  # the last epoch's evaluation is the final one
+    for name in ("validation_loss", "validation_accuracy"):
+      metrics[name] = list(history[-1][name]) if history else [math.nan] * size
+  if reached >= num_epochs and dataset.test.num_examples:
+    values = trainer.evaluate(state, codes, dataset.test)
+    metrics["test_loss"] = values["loss"][:size].tolist()
+    metrics["test_accuracy"] = values["accuracy"][:size].tolist()
   diverged = trainer_lib.to_host(state["diverged"])[:size]
-  # A member whose final evaluation is not finite failed too (its last finite metrics stay).
-  if "validation_loss" in metrics:
-    diverged = diverged | ~np.isfinite(metrics["validation_loss"])
+  if history and "validation_loss" in keys:  # a final evaluation that is not finite: failed
+    diverged = np.asarray(history[-1]["diverged"], bool)
   wall = elapsed + time.perf_counter() - start
-  return metrics, diverged.tolist(), wall, history, first_epoch
+  carried = None
+  if reached < num_epochs:
+    carried = _Carried(jax.tree.map(lambda a: np.asarray(a)[:size], trainer_lib.to_host(state)),
+                       _history_arrays(history, keys), reached)
+  return _GroupRun(metrics, diverged.tolist(), wall, history, resumed_from, carried)
+
+
+def _restore(manager, step: int, state, keys: tuple[str, ...], size: int):
+  """(state, history, elapsed seconds, legacy) of a population's checkpoint at `step`. A
+  legacy checkpoint, written before learning curves were recorded, holds the train metrics
+  alone: the validation curve of its epochs is NaN (the caller evaluates the last), and each
+  member counts as failed there as it was at `step`."""
+  def restore(history_keys):
+    return manager.restore(step, args=ocp.args.StandardRestore(
+        {"state": state, "history": _history_template(step, size, history_keys),
+         "elapsed": np.float64(0)}))
+  try:
+    restored, legacy = restore(keys), False
+  except (ValueError, KeyError, TypeError):
+    legacy = ("train_loss", "train_accuracy")
+    restored = restore(legacy)
+    flags = trainer_lib.to_host(restored["state"]["diverged"])[:size].astype(np.float64)
+    restored["history"] = dict(restored["history"])
+    for key in keys:
+      if key not in legacy:
+        restored["history"][key] = (np.tile(flags, (step, 1)) if key == "diverged"
+                                    else np.full((step, size), np.nan))
+  return (restored["state"], _history_from_arrays(restored["history"]),
+          float(restored["elapsed"]), bool(legacy))
 
 
 def _epoch_bar(first_epoch: int, num_epochs: int, size: int, progress: bool):
@@ -347,18 +493,20 @@ def _last_finite(per_epoch: list[list[float]], size: int) -> list[float]:
   return values.tolist()
 
 
-def _history_arrays(history):
-  return {key: np.asarray([epoch[key] for epoch in history], np.float64)
-          for key in ("train_loss", "train_accuracy")}
+def _history_arrays(history, keys):
+  return {key: np.asarray([epoch[key] for epoch in history], np.float64).reshape(
+      len(history), -1) for key in keys}
 
 
-def _history_template(epochs: int, size: int):
-  return {key: np.zeros((epochs, size), np.float64) for key in ("train_loss", "train_accuracy")}
+def _history_template(epochs: int, size: int, keys):
+  return {key: np.zeros((epochs, size), np.float64) for key in keys}
 
 
 def _history_from_arrays(arrays):
-  epochs = len(arrays["train_loss"])
-  return [{key: np.asarray(arrays[key][e]).tolist() for key in arrays} for e in range(epochs)]
+  epochs = len(next(iter(arrays.values())))
+  return [{key: (np.asarray(arrays[key][e]).astype(bool) if key == "diverged"
+                 else np.asarray(arrays[key][e])).tolist() for key in arrays}
+          for e in range(epochs)]
 
 
 class TrainingInterrupted(RuntimeError):
@@ -390,7 +538,8 @@ def population_groups(config, names: Sequence[str]) -> list[tuple[Any, list[int]
 def train_population(config, activations: Sequence[str], seeds: Sequence[int] = (0,), *,
                      workdir: str | None = None, dataset: data_lib.Dataset | None = None,
                      make_model=None, stop_after_epoch: int | None = None,
-                     progress: bool = False) -> PopulationResult:
+                     progress: bool = False,
+                     fidelity: halving.Fidelity | None = None) -> PopulationResult:
   """Trains every (activation, seed) pair and returns their results.
 
   Args:
@@ -403,13 +552,21 @@ def train_population(config, activations: Sequence[str], seeds: Sequence[int] = 
     make_model: your model, `act -> flax Module`, instead of config.model's.
     stop_after_epoch: stop (raising TrainingInterrupted) after this epoch, as a preemption.
     progress: show a progress bar over epochs (with ETA) on process 0.
+    fidelity: successive halving (halving.Fidelity): the activations train to each rung's
+      epoch in turn, and only the best 1/eta of them, by validation accuracy there (summed up
+      over seeds and folds as the final figure), go on; the survivors continue from their
+      state as a smaller population. None: every activation trains every epoch.
 
   With config.dataset.folds = k >= 2, every (activation, seed) trains once per fold of a k-fold
   cross-validation over the dataset's train and validation splits (`folds_of`).
 
+  Every epoch ends with an evaluation of the validation split: the learning curves
+  (`PopulationResult.curves`); the last one is the final validation figure.
+
   Returns:
     PopulationResult in run order: activations[0] with every seed (each with every fold), then
-    activations[1]...
+    activations[1]... An activation stopped by halving has `epochs` below num_epochs, the
+    metrics of its last epoch and no test figures.
   """
   if isinstance(activations, str):
     raise TypeError("activations must be a list of names, got a single string")
@@ -422,35 +579,82 @@ def train_population(config, activations: Sequence[str], seeds: Sequence[int] = 
   if divergence not in DIVERGENCE_RULES:
     raise ConfigError(f"config.train.divergence must be one of {DIVERGENCE_RULES}, got "
                       f"{divergence!r}")
+  num_epochs = int(config.train.num_epochs)
+  if fidelity is not None and fidelity.rungs[-1] != num_epochs:
+    raise ConfigError(f"successive halving's last rung must be config.train.num_epochs "
+                      f"({num_epochs}), got rungs {list(fidelity.rungs)}")
   dataset, make_model = task(config, dataset, make_model)
+  if fidelity is not None and not dataset.validation.num_examples:
+    raise ConfigError("successive halving ranks functions by validation accuracy: the data "
+                      "needs a validation split (config.dataset.validation_size)")
   fold_datasets = folds_of(config, dataset)
   members = [(name, seed, fold) for name in names for seed in seeds
              for fold in range(len(fold_datasets))]
-  metrics: dict[str, list[float]] = {}
-  diverged = [False] * len(members)
-  runtime = [0.0] * len(members)
-  histories = []
-  for fold, fold_dataset in enumerate(fold_datasets):
-    in_fold = [i for i, member in enumerate(members) if member[2] == fold]
-    groups = population_groups(config, [members[i][0] for i in in_fold])
-    for encoding, positions in groups:
-      indices = [in_fold[p] for p in positions]
-      group_metrics, group_diverged, wall, history, resumed_from = _train_group(
-          config, fold_dataset, make_model, encoding, [members[i][0] for i in indices],
-          [members[i][1] for i in indices], workdir, stop_after_epoch, progress)
-      for name, values in group_metrics.items():
-        metrics.setdefault(name, [np.nan] * len(members))
-        for i, value in zip(indices, values):
-          metrics[name][i] = float(value)
-      for i, flag in zip(indices, group_diverged):
-        diverged[i] = bool(flag)
-        runtime[i] = wall / len(indices)
-      histories.append({"members": indices, "fold": fold, "epochs": history,
-                        "resumed_from_epoch": resumed_from})
-  return PopulationResult([m[0] for m in members], [m[1] for m in members], metrics, diverged,
-                          runtime, histories,
-                          folds=[m[2] for m in members] if len(fold_datasets) > 1 else [],
-                          divergence=divergence, num_classes=dataset.info.num_classes)
+  result = PopulationResult(
+      [m[0] for m in members], [m[1] for m in members], {}, [False] * len(members),
+      [0.0] * len(members), folds=[m[2] for m in members] if len(fold_datasets) > 1 else [],
+      divergence=divergence, num_classes=dataset.info.num_classes,
+      curve_failed=[[] for _ in members], epochs=[0] * len(members), num_epochs=num_epochs)
+  carried: dict[int, tuple[_Carried, int]] = {}  # run -> (its group's carried, its position)
+  active = list(dict.fromkeys(names))
+  rungs = fidelity.rungs if fidelity is not None else (num_epochs,)
+  for rung, until in enumerate(rungs):
+    chosen = set(active)
+    for fold, fold_dataset in enumerate(fold_datasets):
+      in_fold = [i for i, member in enumerate(members)
+                 if member[2] == fold and member[0] in chosen]
+      for encoding, positions in population_groups(config, [members[i][0] for i in in_fold]):
+        indices = [in_fold[p] for p in positions]
+        initial = None
+        if rung:  # the members' training so far, from the populations of the rung before
+          initial = _Carried.join([carried[i][0].take([carried[i][1]]) for i in indices])
+        run = _train_group(config, fold_dataset, make_model, encoding,
+                           [members[i][0] for i in indices], [members[i][1] for i in indices],
+                           workdir, stop_after_epoch, progress, until=until, initial=initial)
+        _collect(result, indices, run)
+        for position, i in enumerate(indices):
+          carried[i] = (run.carried, position)
+        result.history.append({"members": indices, "fold": fold, "epochs": run.history,
+                               "resumed_from_epoch": run.resumed_from, "rung": rung,
+                               "until_epoch": until})
+    if rung + 1 < len(rungs):
+      summaries = result.by_activation()
+      scores = [rung_score(summaries[name], until) for name in active]
+      active = [active[k] for k in sorted(fidelity.survivors(scores))]  # as proposed
+      logging.info("successive halving: %d functions go on from epoch %d to %d", len(active),
+                   until, rungs[rung + 1])
+  return result
+
+
+def rung_score(summary: dict[str, Any], epoch: int) -> float:
+  """What successive halving ranks an activation by after `epoch` (1-based): its validation
+  accuracy there (`by_activation`'s curve), NaN where it counted as failed by then."""
+  if summary["failed_curve"][epoch - 1]:
+    return math.nan
+  return summary["validation_accuracy_curve"][epoch - 1]
+
+
+def _collect(result: PopulationResult, indices: Sequence[int], run: _GroupRun) -> None:
+  """Puts a trained population's figures at its runs' places in `result`."""
+  size = len(result.activations)
+  for name, values in run.metrics.items():
+    column = result.metrics.setdefault(name, [math.nan] * size)
+    for i, value in zip(indices, values):
+      column[i] = float(value)
+  for name in ("test_loss", "test_accuracy"):  # a run stopped early has none
+    if name in result.metrics and name not in run.metrics:
+      for i in indices:
+        result.metrics[name][i] = math.nan
+  for name in CURVES:
+    if name in run.history[0] if run.history else False:
+      runs = result.curves.setdefault(name, [[] for _ in range(size)])
+      for position, i in enumerate(indices):
+        runs[i] = [float(epoch[name][position]) for epoch in run.history]
+  for position, i in enumerate(indices):
+    result.diverged[i] = bool(run.diverged[position])
+    result.runtime_s[i] += run.wall_s / len(indices)
+    result.curve_failed[i] = [bool(epoch["diverged"][position]) for epoch in run.history]
+    result.epochs[i] = len(run.history)
 
 
 _FOLDS = caching.BoundedCache(8)  # datasets whose folds are kept (each holds index arrays only)

@@ -15,7 +15,7 @@ import numpy as np
 from actbench.engine.train import PopulationResult
 
 COLUMNS = ("rank", "activation", "validation_accuracy", "test_accuracy", "train_loss",
-           "diverged", "seeds", "runtime_s")
+           "diverged", "stopped_at_epoch", "seeds", "runtime_s")
 
 
 def leaderboard(result: PopulationResult) -> list[dict]:
@@ -27,30 +27,37 @@ def leaderboard(result: PopulationResult) -> list[dict]:
                  "validation_accuracy": summary.get("validation_accuracy", math.nan),
                  "test_accuracy": summary.get("test_accuracy", math.nan),
                  "train_loss": summary.get("train_loss", math.nan),
-                 "diverged": summary["diverged"], "seeds": len(summary["seeds"]),
-                 "runtime_s": summary["runtime_s"]})
+                 "diverged": summary["diverged"],
+                 "stopped_at_epoch": summary["epochs"] if summary.get("stopped") else "",
+                 "seeds": len(summary["seeds"]), "runtime_s": summary["runtime_s"]})
   return _ranked(rows)
 
 
 def store_leaderboard(classes: Sequence[Sequence[str]],
                       evaluations: Mapping[int, Any]) -> list[dict]:
   """The leaderboard of a search or benchmark store: one row per evaluated equivalence class,
-  named by its representative (`store.Evaluation`s, medians over seeds)."""
+  named by its representative (`store.Evaluation`s, medians over seeds). A class successive
+  halving stopped early is marked with the epoch it stopped at, its accuracy is that epoch's."""
   rows = []
   for class_id, evaluation in evaluations.items():
     metrics = evaluation.metrics
+    stopped = evaluation.status == "stopped"
     rows.append({"activation": classes[class_id][0],
                  "validation_accuracy": metrics.get("validation_accuracy", math.nan),
                  "test_accuracy": metrics.get("test_accuracy", math.nan),
                  "train_loss": metrics.get("train_loss", math.nan),
-                 "diverged": evaluation.status != "ok", "seeds": len(evaluation.per_seed),
-                 "runtime_s": evaluation.runtime_s})
+                 "diverged": evaluation.status == "failed",
+                 "stopped_at_epoch": int(metrics.get("epochs", 0)) if stopped else "",
+                 "seeds": len(evaluation.per_seed), "runtime_s": evaluation.runtime_s})
   return _ranked(rows)
 
 
 def _ranked(rows: list[dict]) -> list[dict]:
-  """Best validation accuracy first; failed functions (a seed diverged, or no accuracy) last."""
-  rows.sort(key=lambda row: (bool(row["diverged"]), math.isnan(row["validation_accuracy"]),
+  """Best validation accuracy first; functions stopped early after every fully trained one
+  (an accuracy after fewer epochs is not comparable); failed functions (a seed diverged, or
+  no accuracy) last."""
+  rows.sort(key=lambda row: (bool(row["diverged"]), row.get("stopped_at_epoch", "") != "",
+                             math.isnan(row["validation_accuracy"]),
                              -_finite_or(row["validation_accuracy"], 0.0), row["activation"]))
   for rank, row in enumerate(rows, 1):
     row["rank"] = rank
@@ -66,9 +73,11 @@ def format_table(rows: list[dict], limit: int = 20) -> str:
   header = f"{'rank':>4}  {'validation':>10}  {'test':>6}  {'failed':>6}  activation"
   lines = [header, "-" * len(header)]
   for row in rows[:limit]:
+    stopped = row.get("stopped_at_epoch", "")
+    note = f"  (stopped at epoch {stopped})" if stopped != "" else ""
     lines.append(f"{row['rank']:>4}  {_percent(row['validation_accuracy']):>10}  "
                  f"{_percent(row['test_accuracy']):>6}  {'yes' if row['diverged'] else '':>6}  "
-                 f"{row['activation']}")
+                 f"{row['activation']}{note}")
   if len(rows) > limit:
     lines.append(f"... {len(rows) - limit} more in leaderboard.csv")
   return "\n".join(lines)

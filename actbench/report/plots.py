@@ -141,6 +141,42 @@ def search_curves(curves: Mapping[str, np.ndarray], path: str, *, title: str = "
   return _save(figure, path)
 
 
+def cost_curves(curves: Mapping[str, np.ndarray], epochs: Sequence[float], path: str, *,
+                title: str = "", reference: float | None = None) -> str:
+  """Best validation accuracy so far against training epochs spent (successive halving's
+  currency, where search_curves counts evaluations): per variant the median over seeds and
+  the band between the quartiles. curves: name -> (seeds, len(epochs)) array
+  (cost_replay.CostRun.best_so_far); -inf or NaN (nothing finite yet) is left out."""
+  plt = _pyplot()
+  figure, axes = plt.subplots(figsize=(7, 4.5))
+  epochs = np.asarray(epochs, np.float64)
+  medians = []
+  for index, (name, values) in enumerate(curves.items()):
+    values = np.atleast_2d(np.asarray(values, np.float64))
+    values = np.where(np.isfinite(values), values, np.nan)
+    with warnings.catch_warnings():  # all-NaN columns (nothing finite yet) are expected
+      warnings.simplefilter("ignore", RuntimeWarning)
+      low, median, high = np.nanpercentile(values, [25, 50, 75], axis=0)
+    medians.append(median)
+    axes.plot(epochs, median, color=f"C{index}", label=name, drawstyle="steps-post")
+    if values.shape[0] > 1:
+      axes.fill_between(epochs, low, high, color=f"C{index}", alpha=0.2, step="post")
+  if reference is not None:
+    axes.axhline(reference, color="0.4", linestyle=":", linewidth=1, label="best in table")
+  if len(epochs) > 1 and epochs[0] > 0 and epochs[-1] / epochs[0] > 100:
+    axes.set_xscale("log")  # long budgets: the first epochs matter most
+  if medians and len(epochs) > 10:  # leave out the first tenth's climb, as search_curves does
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore", RuntimeWarning)
+      low = np.nanmin([m[len(epochs) // 10] for m in medians])
+      high = np.nanmax([m[-1] for m in medians] + ([reference] if reference else []))
+    if np.isfinite(low) and np.isfinite(high) and high > low:
+      axes.set_ylim(low - 0.05 * (high - low), high + 0.05 * (high - low))
+  _label(axes, "training epochs spent", "best validation accuracy so far",
+         title or "Search curves by cost (median, quartiles)", legend_size=8)
+  return _save(figure, path)
+
+
 def _label(axes, xlabel: str, ylabel: str, title: str, legend_size: int):
   axes.set_xlabel(xlabel)
   axes.set_ylabel(ylabel)

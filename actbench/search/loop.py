@@ -14,6 +14,11 @@ With config.search.fisher_budget > 0 (a large space), only the baselines and the
 budget's rounds pick get Fisher features (class_features.BudgetedFeatures, featurize.py): a
 round is taken before the proposal it is due for, or early when the strategy runs short.
 
+With config.search.fidelity.rungs (successive halving, engine/halving.py), each population
+trains rung by rung and only the best 1/eta of it goes on; the classes stopped early are
+recorded as 'stopped', never proposed again and never learnt from: strategies see the classes
+trained in full. A kill between rungs resumes from the rung's checkpoints.
+
 Multi-host (a TPU pod): every process runs the same loop; process 0 owns the store and
 broadcasts its proposals, so all processes train the same population together.
 """
@@ -34,7 +39,7 @@ import jax
 import numpy as np
 
 from actbench import defaults
-from actbench.engine import model_factory, population, train
+from actbench.engine import halving, model_factory, population, train
 from actbench.expr import space
 from actbench.expr.expression import ExpressionError
 from actbench.search import featurize, journal, recovery
@@ -227,16 +232,30 @@ def make_strategy(config, candidates, layout: np.ndarray | None):
 
 
 def history_of(db: store_lib.Store) -> dict[int, float]:
-  """class id -> median validation accuracy (NaN for failures), in evaluation order."""
-  return {cid: (ev.metrics.get("validation_accuracy", math.nan) if ev.status == "ok"
-                else math.nan) for cid, ev in db.evaluations().items()}
+  """class id -> median validation accuracy (NaN for failures), in evaluation order: the
+  classes trained in full, what strategies learn from. Those successive halving stopped early
+  are left out (`split_history`)."""
+  return split_history(db.evaluations())[0]
+
+
+def split_history(evaluations) -> tuple[dict[int, float], set[int]]:
+  """(history as `history_of`, the ids of the classes stopped early) of evaluations."""
+  history, stopped = {}, set()
+  for cid, ev in evaluations.items():
+    if ev.status == "stopped":
+      stopped.add(cid)
+    else:
+      history[cid] = (ev.metrics.get("validation_accuracy", math.nan) if ev.status == "ok"
+                      else math.nan)
+  return history, stopped
 
 
 def evaluations_from(result: train.PopulationResult, class_ids: Sequence[int],
                      names: Sequence[str], worker: str) -> list[store_lib.Evaluation]:
   """One store record per trained class, as `PopulationResult.by_activation` sums it up (means
-  over folds, medians over seeds); failed when that says diverged (config.train.divergence) or
-  the validation accuracy is missing."""
+  over folds, medians over seeds), with its learning curves (`store.curve_key`) and the
+  epochs it trained; failed when that says diverged (config.train.divergence) or the
+  validation accuracy is missing; stopped when successive halving stopped it early."""
   summaries = result.by_activation()
   members = result.members()
   out = []
@@ -244,10 +263,16 @@ def evaluations_from(result: train.PopulationResult, class_ids: Sequence[int],
     summary = summaries[name]
     metrics = {k: float(v) for k, v in summary.items()
                if k.endswith(("_accuracy", "_loss")) and isinstance(v, float)}
+    if "epochs" in summary:
+      metrics["epochs"] = float(summary["epochs"])
+    for curve in (*train.CURVES, "failed"):
+      for epoch, value in enumerate(summary.get(f"{curve}_curve", ()), 1):
+        metrics[store_lib.curve_key(curve, epoch)] = float(value)
     failed = summary["diverged"] or not math.isfinite(metrics.get("validation_accuracy",
                                                                   math.nan))
+    status = "failed" if failed else "stopped" if summary.get("stopped") else "ok"
     out.append(store_lib.Evaluation(
-        class_id=int(cid), status="failed" if failed else "ok", metrics=metrics,
+        class_id=int(cid), status=status, metrics=metrics,
         per_seed=[m for m in members if m["activation"] == name],
         runtime_s=float(summary["runtime_s"]), worker=worker, finished_at=time.time()))
   return out
@@ -274,6 +299,7 @@ def run(config, workdir: str, *, exhaustive: bool = False, progress: bool = True
   if not workdir:
     raise ValueError("a search needs --workdir: its store, checkpoints and results live there")
   config = defaults.complete(config)
+  fidelity = None if exhaustive else halving.Fidelity.from_config(config)
   # The data and the model are checked before anything is written to the workdir.
   dataset, make_model = train.task(config, dataset, make_model)
   os.makedirs(workdir, exist_ok=True)
@@ -315,7 +341,7 @@ def run(config, workdir: str, *, exhaustive: bool = False, progress: bool = True
                        desc="benchmark" if exhaustive else f"search ({cfg.strategy})",
                        unit="fn", disable=not progress)
     while True:
-      history = history_of(db) if lead else None
+      history, stopped = split_history(db.evaluations()) if lead else (None, set())
       if budget is not None:  # every process computes the features; the lead decides
         rounds, = broadcast_ids([budget.rounds_wanted(history, early) if lead else 0], 1)
         if budget.advance(rounds, history):
@@ -327,12 +353,13 @@ def run(config, workdir: str, *, exhaustive: bool = False, progress: bool = True
       if lead:
         others = {c for c, w in db.claimed_ids().items()
                   if w != worker and not is_dead_worker(w)}
-        want = min(per_round, total - len(history) - len(others))  # others' count too
+        # Others' classes count too, and those stopped early: each was trained.
+        want = min(per_round, total - len(history) - len(stopped) - len(others))
         if want > 0:
           if exhaustive:
             proposal = [i for i in range(len(classes)) if i not in history and i not in others]
-          else:
-            proposal = strategy.propose(history, want, exclude=others)
+          else:  # a stopped class is never proposed again, nor learnt from
+            proposal = strategy.propose(history, want, exclude=others | stopped)
           if budget is not None and len(proposal) < want and len(budget.picks) < (
               budget.plan.rounds):
             early, grow = early + 1, 1  # too few featured classes left: the next round now
@@ -360,7 +387,7 @@ def run(config, workdir: str, *, exhaustive: bool = False, progress: bool = True
         result = train.train_population(train_config, [names[i] for i in ids],
                                         list(train_config.seeds), workdir=workdir,
                                         dataset=dataset, make_model=make_model,
-                                        progress=progress)
+                                        progress=progress, fidelity=fidelity)
       if lead:
         _record(train_config, db, result, ids, [names[i] for i in ids], worker, workdir,
                 dataset, make_model)
@@ -403,7 +430,12 @@ def _record(config, db, result, ids, names, worker, workdir, dataset, make_model
       logging.warning("class %d (%s) was recorded by another worker first; this worker's "
                       "result is kept aside in %s", evaluation.class_id, record["name"],
                       os.path.join(workdir, SET_ASIDE))
-  # The checkpoints of a recorded population are never needed again.
+  # The checkpoints of a recorded population are never needed again, nor those of its rungs'
+  # smaller populations (successive halving).
   for directory in train.checkpoint_directories(config, names, list(config.seeds), workdir,
                                                 dataset=dataset, make_model=make_model):
     shutil.rmtree(directory, ignore_errors=True)
+  if halving.Fidelity.from_config(config) is not None:
+    recorded = db.evaluated_ids()
+    train.remove_checkpoints(
+        workdir, lambda trained: all(db.class_of(name) in recorded for name in trained))

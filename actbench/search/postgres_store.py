@@ -36,7 +36,8 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,53}")
 SCHEMES = ("postgresql://", "postgres://")
 # Format versions that become FORMAT_VERSION by a bump of store.version alone, with no table
 # changed. 2: its feature rows are all raw, which version 3 reads as they are (store_base.CODECS).
-_UPGRADES = (2,)
+# 3: none of its evaluations is 'stopped', which version 4 adds.
+_UPGRADES = (2, 3)
 # Connection failures that waiting cannot mend: said at once, not retried.
 _PERMANENT = ("does not exist", "authentication failed", "no password supplied",
               "invalid connection option", "invalid dsn", "missing \"=\"", "invalid URI")

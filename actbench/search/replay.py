@@ -222,17 +222,9 @@ def replay(candidates: strategies_lib.Candidates, accuracies: np.ndarray,
       (featurize.BudgetedStrategy: the table's Fisher rows of the classes its rounds pick,
       embedded again after each round); the plan's seed is each replay's seed.
   """
-  accuracies = np.asarray(accuracies, np.float64)
-  if accuracies.shape != (len(candidates),):
-    raise ValueError(f"expected {len(candidates)} accuracies, got shape {accuracies.shape}")
-  finite = accuracies[np.isfinite(accuracies)]
-  if not len(finite):
-    raise ValueError("no finite accuracy in the table")
+  accuracies, best, threshold = table_targets(accuracies, len(candidates), tie)
   if budget < 1 or batch < 1:
     raise ValueError(f"budget and batch must be positive, got {budget} and {batch}")
-  if not 0.0 <= tie < 1.0:
-    raise ValueError(f"tie must be an accuracy difference in [0, 1), got {tie}")
-  best, threshold = float(finite.max()), float(np.percentile(finite, 99))
   target = best - tie
   seeds = tuple(int(s) for s in seeds)
   if isinstance(strategies, Mapping):
@@ -248,16 +240,8 @@ def replay(candidates: strategies_lib.Candidates, accuracies: np.ndarray,
       rows = []
       for seed in seeds:
         bar.set_postfix_str(f"{name} seed {seed}")
-        options = dict((strategy_options or {}).get(name, {}))
-        if factory is not None:
-          strategy = factory(seed)
-        else:
-          if name in strategies_lib.SURROGATE_STRATEGIES and fisher_budget is not None:
-            strategy = _budgeted(name, candidates, seed, feature_set, fisher_budget, options)
-          else:
-            if name in strategies_lib.SURROGATE_STRATEGIES:
-              options.update(feature_set=feature_set, embedding=layouts.get(seed))
-            strategy = strategies_lib.make_strategy(name, candidates, seed=seed, **options)
+        strategy = build_strategy(name, factory, candidates, seed, layouts,
+                                  strategy_options, fisher_budget)
         order = run_one(strategy, accuracies, budget, batch,
                         stop_at=target if stop_at_best else math.inf)
         rows.append(_score(order, accuracies, budget, target, threshold))
@@ -265,6 +249,37 @@ def replay(candidates: strategies_lib.Candidates, accuracies: np.ndarray,
       runs[name] = StrategyRun(*(np.stack(column) for column in zip(*rows)))
   return ReplayResult(runs, seeds, budget, batch, feature_set, best, threshold, tie,
                       None if fisher_budget is None else dataclasses.asdict(fisher_budget))
+
+
+def table_targets(accuracies, count: int, tie: float) -> tuple[np.ndarray, float, float]:
+  """(accuracies as float64, the best finite accuracy, the top-1% threshold: the 99th
+  percentile of the finite ones), once the table and `tie` are checked."""
+  accuracies = np.asarray(accuracies, np.float64)
+  if accuracies.shape != (count,):
+    raise ValueError(f"expected {count} accuracies, got shape {accuracies.shape}")
+  finite = accuracies[np.isfinite(accuracies)]
+  if not len(finite):
+    raise ValueError("no finite accuracy in the table")
+  if not 0.0 <= tie < 1.0:
+    raise ValueError(f"tie must be an accuracy difference in [0, 1), got {tie}")
+  return accuracies, float(finite.max()), float(np.percentile(finite, 99))
+
+
+def build_strategy(name: str, factory: StrategyFactory | None,
+                   candidates: strategies_lib.Candidates, seed: int, layouts: LayoutCache,
+                   strategy_options: Mapping[str, Mapping] | None = None,
+                   fisher_budget: featurize.Plan | None = None) -> strategies_lib.Strategy:
+  """Strategy `name` for one seed as a replay runs it: factory(seed) when given, else
+  make_strategy with strategy_options[name], the surrogate's strategies on the seed's layout
+  (`layouts`, which also says the feature set) or under a Fisher budget."""
+  if factory is not None:
+    return factory(seed)
+  options = dict((strategy_options or {}).get(name, {}))
+  if name in strategies_lib.SURROGATE_STRATEGIES:
+    if fisher_budget is not None:
+      return _budgeted(name, candidates, seed, layouts.feature_set, fisher_budget, options)
+    options.update(feature_set=layouts.feature_set, embedding=layouts.get(seed))
+  return strategies_lib.make_strategy(name, candidates, seed=seed, **options)
 
 
 def _budgeted(name, candidates, seed, feature_set, plan, options):

@@ -35,12 +35,13 @@ from typing import Any
 from actbench.search import journal, postgres_store
 from actbench.search.store_base import (FINGERPRINTS, FORMAT_VERSION, STATUSES, TABLES, TRAIN,
                                         DamagedStoreError, Evaluation, SearchStore, StoreError,
-                                        Tx, evaluation_from_record, foreign_fingerprint,
-                                        space_digest)
+                                        Tx, curve_key, evaluation_from_record,
+                                        foreign_fingerprint, space_digest)
 
 __all__ = [
     "FINGERPRINTS", "FORMAT_VERSION", "STATUSES", "TRAIN", "DamagedStoreError", "Evaluation",
-    "SearchStore", "Store", "StoreError", "evaluation_from_record", "foreign_fingerprint",
+    "SearchStore", "Store", "StoreError", "curve_key", "evaluation_from_record",
+    "foreign_fingerprint",
     "open_store", "space_digest",
 ]
 
@@ -58,6 +59,10 @@ _MIGRATIONS = {
     # 3: a kind's feature rows may be compressed (meta 'store.codec.<kind>'). No table changes:
     # the bump only keeps an older actbench from misreading compressed rows as raw ones.
     2: (),
+    # 4: an evaluation's status may be 'stopped' (successive halving stopped it early), and its
+    # metrics carry learning curves. No table changes: the bump keeps an older actbench from
+    # counting stopped evaluations as failed ones.
+    3: (),
 }
 _SQLITE_TYPES = {"blob": "BLOB", "real": "REAL", "serial": "INTEGER PRIMARY KEY AUTOINCREMENT"}
 

@@ -42,8 +42,9 @@ from actbench.search import journal
 
 # Bump on any change of the tables below or of what their values mean (store.py migrates older
 # files). 3: the rows of a kind may be compressed (CODECS), which version 2 would misread.
-FORMAT_VERSION = 3
-STATUSES = ("ok", "failed")
+# 4: an evaluation may be 'stopped' (successive halving), which version 3 would count as failed.
+FORMAT_VERSION = 4
+STATUSES = ("ok", "failed", "stopped")
 TRAIN = "train"  # the task of a training claim; a feature kind's claims carry the kind
 FINGERPRINTS = ("recipe", "data", "model")  # meta keys of what the results depend on
 
@@ -87,16 +88,37 @@ class DamagedStoreError(StoreError):
   A foreign file, a newer format version or a lock held too long are other StoreErrors."""
 
 
+CURVE_MARK = "@"  # metrics "validation_accuracy@3": a learning curve's value after epoch 3
+
+
+def curve_key(name: str, epoch: int) -> str:
+  """The metrics key of a learning curve's value after `epoch` (1-based)."""
+  return f"{name}{CURVE_MARK}{int(epoch)}"
+
+
 @dataclasses.dataclass(frozen=True)
 class Evaluation:
-  """The result of training one equivalence class (all seeds)."""
+  """The result of training one equivalence class (all seeds).
+
+  `metrics` holds the final figures (medians over seeds, e.g. validation_accuracy; NaN
+  allowed), `epochs` (what the class trained) and the learning curves, one value per epoch
+  under `curve_key` (read them with `curve`). Status 'stopped': successive halving stopped
+  the class early, its figures are those of its last epoch."""
   class_id: int
-  status: str  # 'ok' | 'failed'
-  metrics: dict[str, float]  # medians over seeds, e.g. validation_accuracy; NaN allowed
+  status: str  # 'ok' | 'failed' | 'stopped'
+  metrics: dict[str, float]
   per_seed: list[dict]
   runtime_s: float
   worker: str = ""
   finished_at: float = 0.0  # seconds since the epoch; 0 means "when recorded"
+
+  def curve(self, name: str = "validation_accuracy") -> list[float]:
+    """A learning curve, e.g. 'validation_accuracy': its value after each epoch, in order
+    ([] where none was recorded)."""
+    prefix = f"{name}{CURVE_MARK}"
+    points = {int(key[len(prefix):]): value for key, value in self.metrics.items()
+              if key.startswith(prefix) and key[len(prefix):].isdigit()}
+    return [points.get(epoch, math.nan) for epoch in range(1, max(points, default=0) + 1)]
 
 
 def _encode(value: Any) -> Any:

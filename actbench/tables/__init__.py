@@ -4,15 +4,16 @@
     tables.download("cnn")                 # once: about 130 MB into ~/.cache/actbench
     table = tables.load("cnn")             # parsed once, then from a columnar cache
     table.accuracy("validation")[table.index("relu(x)")]
+    table.curve("validation", "accuracy")  # learning curves, in the tables actbench builds
 
 `read` and `write` stream the JSON format (METHOD.md section 5) entry by entry.
 """
 
 from actbench.tables.cache import load
 from actbench.tables.download import BENCHMARKS, DownloadError, download
-from actbench.tables.table import METRIC_KEYS, BenchmarkError, Table, read, write
+from actbench.tables.table import CURVE_KEYS, METRIC_KEYS, BenchmarkError, Table, read, write
 
 __all__ = [
-    "BENCHMARKS", "BenchmarkError", "DownloadError", "METRIC_KEYS", "Table", "download", "load",
-    "read", "write",
+    "BENCHMARKS", "BenchmarkError", "CURVE_KEYS", "DownloadError", "METRIC_KEYS", "Table",
+    "download", "load", "read", "write",
 ]

@@ -4,7 +4,9 @@ Parsing a published file (about 130 MB of JSON) takes seconds; its columns, stor
 in an .npz under `<cache dir>/tables/`, load in a fraction of one (figures in `load`). A cache
 entry is keyed by the source's real path, size and mtime_ns (cheap to check on every load) and
 records the source's sha256. Anything that does not match, or does not load, is rebuilt from
-the source and logged, never trusted.
+the source and logged, never trusted. The key holds the layout's version (_FORMAT) too: a cache
+written by an older reader (format 1 had no learning curves) is rebuilt, never read as a table
+without curves.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ from actbench.tables.table import BenchmarkError, Table, read_hashed
 # Tables built with actbench and shipped with it (configs/digits_bench.py rebuilds v2,
 # configs/digits_bench_v1.py the first version).
 BUNDLED = {"digits": "act-bench-digits.json.gz", "digits-v1": "act-bench-digits-v1.json.gz"}
-_FORMAT = 1  # bump when the cached layout or the reader's output changes
+# Bump when the cached layout or the reader's output changes. 2: learning curves (`curve_keys`
+# in meta, an array `curve<i>` each), which format 1 lacked even where the source had them.
+_FORMAT = 2
 _log = logging.getLogger(__name__)
 
 
@@ -81,13 +85,16 @@ def _read_cache(path: str, key: dict) -> Table | None:
     with np.load(path, allow_pickle=False) as arrays:
       meta = _from_bytes(arrays["meta"])
       if {field: meta.get(field) for field in key} != key:
-        _log.info("benchmark cache %s is stale (its source changed): rebuilding", path)
+        why = ("its source changed" if meta.get("format") == key["format"] else
+               f"format {meta.get('format')}, this version reads {key['format']}")
+        _log.info("benchmark cache %s is stale (%s): rebuilding", path, why)
         return None
       text, metrics = _from_bytes(arrays["text"]), arrays["metrics"]
       if len(meta["metric_keys"]) != len(metrics):
         raise ValueError(f"{len(meta['metric_keys'])} metric names for {len(metrics)} columns")
+      curves = {key: arrays[f"curve{i}"] for i, key in enumerate(meta["curve_keys"])}
       return Table(text["names"], text["equivalents"],
-                   dict(zip(meta["metric_keys"], metrics)), arrays["fisher"])
+                   dict(zip(meta["metric_keys"], metrics)), arrays["fisher"], curves)
   # Whatever is wrong with a cache file, the source can rebuild it; never fail a load on it.
   except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as e:
     _log.info("benchmark cache %s is unreadable (%s): rebuilding", path, e)
@@ -100,10 +107,13 @@ def _write_cache(path: str, table: Table, meta: dict):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     metrics = np.stack(list(table.metrics.values())) if table.metrics else np.empty(
         (0, len(table)))
+    # One array per curve: the curves of a table need not have the same number of epochs.
+    curves = {f"curve{i}": curve for i, curve in enumerate(table.curves.values())}
     with open(tmp, "wb") as f:  # a file object: np.savez would append '.npz' to a name
-      np.savez(f, meta=_as_bytes(dict(meta, metric_keys=list(table.metrics))),
+      np.savez(f, meta=_as_bytes(dict(meta, metric_keys=list(table.metrics),
+                                      curve_keys=list(table.curves))),
                text=_as_bytes({"names": table.names, "equivalents": table.equivalents}),
-               metrics=metrics, fisher=table.fisher)
+               metrics=metrics, fisher=table.fisher, **curves)
     os.replace(tmp, path)  # readers see the old cache or the new one, never half of one
   except OSError as e:
     _log.warning("could not write the benchmark cache %s (%s); loads will parse the JSON", path,

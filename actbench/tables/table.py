@@ -4,7 +4,11 @@ A benchmark file is one JSON object (METHOD.md section 5), about 130 MB for the 
 
     {fn_name: {"Train Accuracy": ..., ..., "Runtime (s)": ...,
                "Equivalent Activation Functions": [names],
-               "Fisher log eigenvalue CDF": [floats]}, ...}
+               "Fisher log eigenvalue CDF": [floats],
+               "Validation Accuracy Curve": [floats], ...}, ...}
+
+The learning curves (CURVE_KEYS: a value per epoch, 1 first) are actbench's addition: the
+published tables have none, and a table without them reads as before.
 
 `read` parses it entry by entry from a sliding text buffer, so that memory holds the columns
 (mostly the float32 Fisher matrix) and one entry's text, never the whole file or its tree of
@@ -36,6 +40,9 @@ METRIC_KEYS = ("Train Accuracy", "Validation Accuracy", "Test Accuracy", "Train 
                "Validation Loss", "Test Loss", "Runtime (s)")
 EQUIVALENTS_KEY = "Equivalent Activation Functions"
 FISHER_KEY = "Fisher log eigenvalue CDF"
+# Learning curves, a list per entry: the value after each epoch (null or NaN where none).
+CURVE_KEYS = ("Train Accuracy Curve", "Validation Accuracy Curve", "Train Loss Curve",
+              "Validation Loss Curve")
 
 _SPLITS = {"train": "Train", "validation": "Validation", "val": "Validation", "test": "Test"}
 _CHUNK_BYTES = 1 << 20
@@ -44,7 +51,6 @@ _DECODER = json.JSONDecoder()  # accepts NaN, Infinity and -Infinity, as Python 
 # Fisher rows are gathered in blocks of about this many bytes and joined once at the end, so
 # that peak memory is the matrix plus one block (a growing array would copy itself).
 _BLOCK_BYTES = 8 << 20
-
 
 
 class BenchmarkError(errors.InputError, ValueError):
@@ -66,11 +72,15 @@ class Table:
       extra numeric keys such as "Diverged"); NaN where an entry lacks it or has null.
     fisher: float32 (n, d) "Fisher log eigenvalue CDF"; NaN rows for entries without one,
       (n, 0) when no entry has one.
+    curves: float64 (n, epochs) per CURVE_KEYS key present in any entry, in CURVE_KEYS order
+      (read them with `curve`); epochs is the longest entry's, and an entry without the curve,
+      or with a shorter one, is NaN-padded. {} when no entry has curves (published tables).
   """
   names: list[str]
   equivalents: list[list[str]]
   metrics: dict[str, np.ndarray]
   fisher: np.ndarray
+  curves: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
   _lookup: dict[str, int] | None = dataclasses.field(default=None, init=False)
 
   def __post_init__(self):
@@ -81,19 +91,29 @@ class Table:
     self.fisher = np.asarray(self.fisher, np.float32)
     if self.fisher.size == 0 and self.fisher.ndim < 2:
       self.fisher = self.fisher.reshape(n, 0)
+    unknown = [key for key in self.curves if key not in CURVE_KEYS]
+    if unknown:  # `write` would write them and `read` ignore them: refused here instead
+      raise BenchmarkError(f"unknown curve keys {unknown}; curves are {list(CURVE_KEYS)}")
+    self.curves = {key: np.asarray(self.curves[key], np.float64) for key in CURVE_KEYS
+                   if key in self.curves}
     shapes = [len(self.equivalents), self.fisher.shape[0]] + [
         column.shape for column in self.metrics.values()]
-    if (any(shape not in (n, (n,)) for shape in shapes) or self.fisher.ndim != 2):
+    if (any(shape not in (n, (n,)) for shape in shapes) or self.fisher.ndim != 2
+        or any(curve.ndim != 2 or len(curve) != n for curve in self.curves.values())):
       raise BenchmarkError(f"inconsistent table columns for {n} names: equivalents "
                            f"{len(self.equivalents)}, fisher {self.fisher.shape}, metrics "
-                           f"{ {key: column.shape for key, column in self.metrics.items()} }")
+                           f"{ {key: column.shape for key, column in self.metrics.items()} }, "
+                           f"curves { {key: curve.shape for key, curve in self.curves.items()} }")
 
   def __len__(self) -> int:
     return len(self.names)
 
   def __repr__(self) -> str:
+    curves = ""
+    if self.curves:  # epochs per curve
+      curves = f", curves={ {key: curve.shape[1] for key, curve in self.curves.items()} }"
     return (f"Table({len(self)} entries, metrics={list(self.metrics)}, "
-            f"fisher={self.fisher.shape})")
+            f"fisher={self.fisher.shape}{curves})")
 
   def index(self, name: str) -> int:
     """The entry of a function, found by its name or any of its equivalents' names."""
@@ -119,6 +139,15 @@ class Table:
       raise KeyError(f"no {key!r} column; the table has {list(self.metrics)}")
     return self.metrics[key]
 
+  def curve(self, split: str = "validation", metric: str = "accuracy") -> np.ndarray:
+    """The (n, epochs) learning curves of a split ('train', 'validation' or 'val') and a
+    metric ('accuracy' or 'loss'): each entry's value after each epoch, NaN-padded."""
+    key = f"{_SPLITS.get(split.lower(), split)} {metric.capitalize()} Curve"
+    if key not in self.curves:
+      have = f"its curves are {list(self.curves)}" if self.curves else "it has no curves"
+      raise KeyError(f"no {key!r} in this table of {len(self)} entries; {have}")
+    return self.curves[key]
+
   def subset(self, indices) -> Table:
     """The entries at `indices` (integers or a boolean mask), in that order."""
     indices = np.asarray(indices)
@@ -127,7 +156,7 @@ class Table:
     indices = indices.astype(np.int64).reshape(-1)
     return Table([self.names[i] for i in indices], [self.equivalents[i] for i in indices],
                  {key: column[indices] for key, column in self.metrics.items()},
-                 self.fisher[indices])
+                 self.fisher[indices], {key: curve[indices] for key, curve in self.curves.items()})
 
   def classes(self) -> list[list[str]]:
     """Each entry's class: its name, then its equivalents without repeats."""
@@ -276,6 +305,8 @@ class _Builder:
     self.width: int | None = None  # the Fisher CDF length, set by the first entry with one
     self.blocks: list[np.ndarray] = []
     self.filled = 0  # rows used in the last block
+    # Per curve key, each entry's values (None without): padded to one width at the end.
+    self.curves: dict[str, list[np.ndarray | None]] = {}
     self.ignored: dict[str, int] = {}
 
   def _fail(self, name: str, offset: int, what: str):
@@ -286,7 +317,7 @@ class _Builder:
       self._fail(name, offset, f"is a {type(entry).__name__}, expected an object")
     if name in self.seen:
       self._fail(name, offset, "appears twice")
-    row, equivalents, fisher = {}, [], None
+    row, equivalents, fisher, curves = {}, [], None, {}
     for key, value in entry.items():
       if key == EQUIVALENTS_KEY:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
@@ -294,6 +325,8 @@ class _Builder:
         equivalents = value
       elif key == FISHER_KEY:
         fisher = self._fisher_row(name, offset, value)
+      elif key in CURVE_KEYS:
+        curves[key] = self._curve(name, offset, key, value)
       elif value is None or isinstance(value, (int, float)):  # bools too: 1.0 and 0.0
         row[key] = math.nan if value is None else float(value)
       elif key in METRIC_KEYS:
@@ -305,6 +338,10 @@ class _Builder:
       self.metrics[key] = [math.nan] * n  # a column that appears late is NaN before
     for key, column in self.metrics.items():
       column.append(row.get(key, math.nan))
+    for key in curves.keys() - self.curves.keys():
+      self.curves[key] = [None] * n
+    for key, rows in self.curves.items():
+      rows.append(curves.get(key))
     self._append_fisher(fisher)
     self.names.append(name)
     self.seen.add(name)
@@ -323,6 +360,20 @@ class _Builder:
       self._fail(name, offset, f"{FISHER_KEY!r} has {row.size} values, the entries before it "
                  f"{self.width}")
     return row
+
+  def _curve(self, name: str, offset: int, key: str, value) -> np.ndarray:
+    """One entry's learning curve: a flat list of numbers, null for a missing value. Checked
+    value by value (np.asarray would take "0.5" for a number)."""
+    if not isinstance(value, list):
+      self._fail(name, offset, f"{key!r} is {_kind(value)}, expected a list of numbers")
+    for epoch, point in enumerate(value):
+      if point is not None and not isinstance(point, (int, float)):
+        self._fail(name, offset, f"{key!r} is not a flat list of numbers: value {epoch} is "
+                   f"{_kind(point)}")
+    try:
+      return np.array([math.nan if point is None else point for point in value], np.float64)
+    except OverflowError:
+      self._fail(name, offset, f"{key!r} has a number too large for a float")
 
   def _append_fisher(self, row: np.ndarray | None):
     if self.width is None:
@@ -354,7 +405,25 @@ class _Builder:
     ordered = [key for key in METRIC_KEYS if key in self.metrics]
     ordered += [key for key in self.metrics if key not in METRIC_KEYS]
     return Table(self.names, self.equivalents,
-                 {key: np.array(self.metrics[key], np.float64) for key in ordered}, fisher)
+                 {key: np.array(self.metrics[key], np.float64) for key in ordered}, fisher,
+                 {key: _padded(rows) for key, rows in self.curves.items()})
+
+
+def _kind(value) -> str:
+  """What a decoded JSON value is, in JSON's words."""
+  kinds = {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
+           type(None): "null"}
+  return kinds.get(type(value), "a number")
+
+
+def _padded(rows: list[np.ndarray | None]) -> np.ndarray:
+  """(n, the longest row's length), each row NaN-padded; NaN rows for None."""
+  curve = np.full((len(rows), max((len(row) for row in rows if row is not None), default=0)),
+                  np.nan)
+  for i, row in enumerate(rows):
+    if row is not None:
+      curve[i, :len(row)] = row
+  return curve
 
 
 def read_hashed(path, *, progress: bool = False,
@@ -392,6 +461,9 @@ def _entry(table: Table, i: int, columns: Sequence[tuple[str, list]]) -> dict:
   row = table.fisher[i]
   if row.size and not np.isnan(row).all():  # an all-NaN row was an absent CDF
     entry[FISHER_KEY] = row.tolist()
+  for key, curve in table.curves.items():
+    if not np.isnan(curve[i]).all():  # an all-NaN row was an absent curve
+      entry[key] = curve[i].tolist()  # the table's full width: trailing NaN kept
   return entry
 
 
@@ -399,7 +471,11 @@ def write(table: Table, path) -> None:
   """Writes a table in the Act-Bench format, entry by entry; gzipped if the path ends in .gz.
 
   The file appears whole or not at all (written to a temporary file, then renamed). Metrics are
-  written for every entry (NaN where missing); an all-NaN Fisher row is written as no CDF.
+  written for every entry (NaN where missing); an all-NaN Fisher row is written as no CDF, an
+  all-NaN curve row as no curve. Curves are written at the table's full width, NaN padding
+  kept (a shorter list would read back the same, but only while some entry is longer: a table
+  whose every entry ends in NaN would lose epochs), so that a written table reads back to the
+  same arrays.
   """
   path = os.fspath(path)
   tmp = f"{path}.tmp-{os.getpid()}"

@@ -1,0 +1,100 @@
+"""A search with successive halving: what it records, proposes and resumes."""
+
+import csv
+import math
+import os
+
+import pytest
+
+from actbench import modes, search
+from actbench.engine import train, trainer
+from actbench.search import store, strategies
+from tests.test_halving import reference_survivors
+from tests.test_search import tiny_config
+
+POPULATION = 4  # per round: 4 functions train one epoch, the best 2 a second
+
+
+def halving_config():
+  config = tiny_config(budget=8, population_size=POPULATION)
+  config.train.num_epochs = 2
+  config.search.fidelity.rungs = (1, 2)
+  config.search.fidelity.eta = 2
+  return config
+
+
+@pytest.mark.slow
+def test_a_halving_search_records_proposes_and_resumes_by_its_rungs(tmp_path, monkeypatch):
+  workdir = str(tmp_path)
+  config = halving_config()
+  # Killed in the second round, once its first rung is checkpointed and the survivors' second
+  # epoch is under way.
+  real_group = train._train_group  # pylint: disable=protected-access
+  groups = []
+
+  def killed_in_round_two(*args, until=None, **kwargs):
+    groups.append(until)
+    if len(groups) == 4:  # round 1: rungs 1 and 2; round 2: rung 1, then this
+      raise KeyboardInterrupt("killed")
+    return real_group(*args, until=until, **kwargs)
+
+  with monkeypatch.context() as patch:
+    patch.setattr(train, "_train_group", killed_in_round_two)
+    with pytest.raises(KeyboardInterrupt):
+      modes.run(config, workdir)
+  with store.Store(search.store_path(workdir)) as db:
+    assert len(db.evaluations()) == POPULATION  # round 1 recorded, round 2 not
+  epochs = []  # (members, epoch) of every epoch the restart trains
+  train_epoch = trainer.PopulationTrainer.train_epoch
+
+  def spy(self, state, codes, seeds, epoch):
+    epochs.append((int(codes.shape[0]), epoch))
+    return train_epoch(self, state, codes, seeds, epoch)
+
+  monkeypatch.setattr(trainer.PopulationTrainer, "train_epoch", spy)
+  text = modes.run(config, workdir)
+  assert epochs == [(2, 1)]  # round 2's first rung came from its checkpoint
+
+  with store.Store(search.store_path(workdir)) as db:
+    classes, evaluations = db.classes(), db.evaluations()
+    outputs, fisher = db.features(search.OUTPUTS)[0], db.features(search.FISHER)[0]
+    layout = db.features(search.embedding_kind(config))[0]
+  order = list(evaluations)
+  assert len(order) == 2 * POPULATION
+  statuses = [evaluations[i].status for i in order]
+  assert statuses.count("stopped") == 4 and "failed" not in statuses
+  # In each round the survivors are those an independent reading of the recorded epoch-1
+  # curves ranks best; they trained both epochs, the others one.
+  for start in (0, POPULATION):
+    population = order[start:start + POPULATION]
+    scores = [math.nan if evaluations[i].curve("failed")[0] else
+              evaluations[i].curve("validation_accuracy")[0] for i in population]
+    survivors = {population[k] for k in reference_survivors(scores, 2)}
+    for class_id in population:
+      evaluation = evaluations[class_id]
+      full = class_id in survivors
+      assert evaluation.status == ("ok" if full else "stopped")
+      assert evaluation.metrics["epochs"] == (2.0 if full else 1.0)
+      curve = evaluation.curve("validation_accuracy")
+      assert len(curve) == (2 if full else 1)
+      assert curve[-1] == evaluation.metrics["validation_accuracy"]
+  # Round 2 is aquasurf's proposal from round 1's full-fidelity results alone, the stopped
+  # classes excluded (never proposed again, never learnt from).
+  candidates = strategies.Candidates(classes, outputs, fisher, schema=config.search.space,
+                                     baselines=search.baseline_names(config))
+  strategy = strategies.make_strategy("aquasurf", candidates, seed=int(config.seed),
+                                      embedding=layout, neighbors=3)
+  first = order[:POPULATION]
+  history = {i: evaluations[i].metrics["validation_accuracy"] for i in first
+             if evaluations[i].status == "ok"}
+  stopped = [i for i in first if evaluations[i].status == "stopped"]
+  assert sorted(strategy.propose(history, POPULATION, exclude=stopped)) == sorted(
+      order[POPULATION:])
+  # The leaderboard marks the stopped classes and ranks them after the fully trained ones.
+  with open(os.path.join(workdir, "leaderboard.csv"), encoding="utf-8") as f:
+    rows = list(csv.DictReader(f))
+  marks = [row["stopped_at_epoch"] for row in rows]
+  assert marks == ["", "", "", "", "1", "1", "1", "1"]
+  assert "(stopped at epoch 1)" in text
+  # Nothing of the search's populations is left in the checkpoints.
+  assert not os.listdir(os.path.join(workdir, "checkpoints"))
