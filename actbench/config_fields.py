@@ -112,6 +112,9 @@ def _fidelity_problems(config) -> list[str]:
   """What is wrong with config.search.fidelity (successive halving, engine/halving.py)."""
   from actbench.engine import halving  # pylint: disable=import-outside-toplevel
   try:
+    if config.mode not in ("search", "benchmark"):  # a replay: the table's curves decide
+      halving.Fidelity(tuple(config.search.fidelity.rungs), int(config.search.fidelity.eta))
+      return []
     fidelity = halving.Fidelity.from_config(config)
   except ConfigError as e:
     return [str(e).replace("successive halving's ", "config.search.fidelity.")]

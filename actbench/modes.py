@@ -191,6 +191,7 @@ def run_replay(config, workdir):
                                     "benchmark table: "
                      "give a table's path or a published name (cnn, resnet, vit)")
   table = tables.load(table_path, progress=True)
+  _replay_fidelity(config, table)  # a mistake is said now, not after the replays
   # The table's space is config.search's (the benchmark space by default): evolution mutates
   # within it.
   candidates = strategies.Candidates.from_table(table, schema=config.search.space)
@@ -221,16 +222,89 @@ def run_replay(config, workdir):
         quality[feature_set] = surrogate.quality(layout, accuracies, sizes,
                                                  seeds=range(int(cfg.seeds)))
     saved = {"table": table_path, "replay": result.to_json(), "quality": replay.jsonable(quality)}
+  cost, cost_lines = _cost_replay(config, table, candidates, accuracies, choices, workdir)
+  lines += cost_lines
+  if workdir and jax.process_index() == 0:
+    saved.update(cost)
     report.write_json(saved, os.path.join(workdir, "replay.json"))
     # The figures without the per-seed arrays: small enough to keep beside a report.
     brief = {key: value for key, value in saved["replay"].items() if key != "strategies"}
     medians = {name: {key: values[key] for key in ("train_sizes", "spearman_median",
                                                    "kendall_median")}
                for name, values in saved["quality"].items()}
-    report.write_json({"table": table_path, "replay": brief, "quality": medians},
-                      os.path.join(workdir, "replay-summary.json"))
+    summary = {"table": table_path, "replay": brief, "quality": medians}
+    if "cost" in cost:
+      summary["cost"] = {key: value for key, value in cost["cost"].items() if key != "runs"}
+    if "curve_spearman" in cost:
+      summary["curve_spearman"] = cost["curve_spearman"]
+    report.write_json(summary, os.path.join(workdir, "replay-summary.json"))
     _replay_figures(workdir, result, quality, float(np.nanmax(accuracies)))
   return "\n".join(lines)
+
+
+VALIDATION_CURVE = "Validation Accuracy Curve"
+
+
+def _replay_fidelity(config, table):
+  """config.search.fidelity's halving for a replay of `table`, None when off. Raises
+  ConfigError when the table has no learning curves to halve on, or its epochs are not the
+  last rung's: said before any replay runs."""
+  from actbench.engine import halving  # pylint: disable=import-outside-toplevel
+  cfg = config.search.fidelity
+  if not cfg.rungs:
+    return None
+  curves = table.curves.get(VALIDATION_CURVE)
+  if curves is None:
+    raise config_fields.ConfigError(
+        f"config.search.fidelity.rungs is set, but the table has no {VALIDATION_CURVE!r} "
+        "(learning curves) to replay successive halving on; set it to () for this table")
+  fidelity = halving.Fidelity(tuple(cfg.rungs), int(cfg.eta))
+  if fidelity.rungs[-1] != curves.shape[1]:
+    raise config_fields.ConfigError(
+        f"config.search.fidelity.rungs must end at the table's {curves.shape[1]} epochs of "
+        f"learning curves, got {list(fidelity.rungs)}")
+  return fidelity
+
+
+def _cost_replay(config, table, candidates, accuracies, choices, workdir):
+  """Where the table has learning curves: how well each epoch's accuracy ranks the final one
+  (Spearman per epoch), and, with config.search.fidelity.rungs, the strategies replayed by
+  their cost in training epochs (search/cost_replay.py): one function at a time and in rounds
+  of config.search.population_size without halving, and those rounds with halving. Returns
+  (what goes into replay.json, lines to print)."""
+  from actbench.search import cost_replay, replay  # pylint: disable=import-outside-toplevel
+  curves = table.curves.get(VALIDATION_CURVE)
+  if curves is None:
+    return {}, []
+  spearman = cost_replay.curve_rank_correlation(curves, accuracies)
+  saved = {"curve_spearman": replay.jsonable(spearman)}
+  lines = ["  Spearman of the accuracy after each epoch with the final one: " + ", ".join(
+      f"{k}: {rho:.3f}" for k, rho in enumerate(spearman, 1))]
+  fidelity = _replay_fidelity(config, table)
+  if fidelity is None:
+    return saved, lines
+  population = int(config.search.population_size)
+  variants = cost_replay.make_variants(tuple(config.replay.strategies),
+                                       batches=(1, population), fidelity=fidelity,
+                                       population=population)
+  tie = float(config.replay.tie)
+  budget = int(config.replay.epoch_budget) or cost_replay.random_search_budget(
+      accuracies, curves.shape[1], tie=tie)
+  result = cost_replay.replay_by_cost(
+      candidates, accuracies, curves, variants, seeds=range(int(config.replay.seeds)),
+      epoch_budget=budget, tie=tie, feature_set=config.surrogate.features,
+      layout_cache=os.path.join(workdir, "layouts") if workdir else None, progress=True,
+      strategy_options={"evolution": {"choices": choices}, "aquasurf-local": {"choices": choices}})
+  saved["cost"] = result.to_json()
+  lines.append(f"  by epochs (budget {budget}, rungs {list(fidelity.rungs)}, eta "
+               f"{fidelity.eta}, populations of {population}):")
+  lines += [f"  {name}: {json.dumps(values)}" for name, values in result.summary().items()]
+  if workdir and jax.process_index() == 0:
+    plots.cost_curves({name: run.best_so_far for name, run in result.runs.items()},
+                      result.grid, os.path.join(workdir, "cost_curves.png"),
+                      reference=result.best_accuracy,
+                      title="Replay: best validation accuracy so far by training epochs")
+  return saved, lines
 
 
 def run_recover(config, workdir):

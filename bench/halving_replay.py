@@ -82,7 +82,7 @@ def main(argv=None) -> None:
   args = parser.parse_args(argv)
 
   table = tables.load(args.table)
-  curves = (getattr(table, "curves", None) or {}).get(CURVE_KEY)
+  curves = table.curves.get(CURVE_KEY)
   if curves is None:
     print(f"halving_replay: table {args.table!r} has no {CURVE_KEY!r} (learning curves): "
           f"nothing to replay by epochs", file=sys.stderr)

@@ -106,7 +106,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.search.nary = ()  # operators of n-ary placeholders (() = the 4 n-ary)
   config.search.baselines = ()  # evaluated first (() = elu relu selu sigmoid softplus ...)
   config.search.strategy = "aquasurf"  # aquasurf | random | evolution
-  config.search.budget = 100  # equivalence classes evaluated in all, baselines included
+  config.search.budget = 100  # classes evaluated in all, baselines and those stopped early too
   config.search.population_size = 8  # classes trained together per round (x len(seeds))
   config.search.features_chunk = 256  # Fisher features computed and stored this many at a time
   # Fisher features for the baselines plus at most this many classes, picked in rounds as the
@@ -144,6 +144,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.replay.seeds = 20  # replays per strategy (seeds 0..n-1)
   config.replay.budget = 100  # functions each replay evaluates
   config.replay.tie = 0.0  # a function this close to the best accuracy counts as the best
+  # Replays by training epochs (tables with learning curves, config.search.fidelity set): the
+  # epochs each may spend (0 = what random search needs to find the best in 90% of seeds)
+  config.replay.epoch_budget = 0
   config.replay.quality_features = ("union", "outputs", "fisher", "raw")  # surrogate ablations
   config.replay.quality_sizes = (25, 50, 100, 200, 400)  # training-set sizes of the quality test
 

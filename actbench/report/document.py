@@ -1,6 +1,8 @@
 """A benchmark's report as a Markdown document with PNG figures (mode report, with
 config.report.document): what the table holds, the best functions against the baselines, the
-surrogate's predictive quality and the replayed searches, with the targets checked.
+surrogate's predictive quality and the replayed searches (by evaluations and, for a table with
+learning curves, by training epochs with and without successive halving), with the targets
+checked.
 
     from actbench import tables
     from actbench.report import document
@@ -183,6 +185,94 @@ def replay_section(saved: Mapping, figures: str, relative: str,
   return lines
 
 
+def _cost_cells(stats: Mapping, num_epochs: int) -> str:
+  """Epochs (median, quartiles, seeds reaching) and the median in full trainings."""
+  median = stats["median"]
+  trainings = "" if median is None or not math.isfinite(median) else (
+      f" = {median / num_epochs:g} full trainings")
+  def short(value):
+    return "never" if value is None or not math.isfinite(value) else f"{value:g}"
+  return (f"{_count(median)} ({short(stats['q25'])}-{short(stats['q75'])}), "
+          f"{100 * stats['reached']:.0f}%{trainings}")
+
+
+def cost_section(replay_saved: Mapping, figures: str, relative: str) -> list[str]:
+  """How well each epoch's accuracy ranks the final one and, when mode replay ran them
+  (config.search.fidelity), the searches replayed by training epochs with and without
+  successive halving; [] for a table without learning curves."""
+  spearman = replay_saved.get("curve_spearman")
+  cost = replay_saved.get("cost")
+  if not spearman and not cost:
+    return []
+  lines = ["## Learning curves and successive halving", ""]
+  if spearman:
+    lines += ["Spearman rank correlation between the validation accuracy after epoch k and the "
+              "final one (functions with both):", "",
+              "| epoch | " + " | ".join(str(k) for k in range(1, len(spearman) + 1)) + " |",
+              "|---|" + "---|" * len(spearman),
+              "| Spearman | " + " | ".join("-" if rho is None else f"{rho:.3f}"
+                                          for rho in spearman) + " |", ""]
+  if cost:
+    runs = cost["runs"]
+    plots.cost_curves(
+        {name: np.asarray([[math.nan if v is None else v for v in row]
+                           for row in run["best_so_far"]], np.float64)
+         for name, run in runs.items()},
+        cost["grid"], os.path.join(figures, "cost_curves.png"),
+        reference=cost["best_accuracy"],
+        title="Replayed searches: best validation accuracy so far by training epochs")
+    num_epochs = int(cost["num_epochs"])
+    halved = [v for v in cost["variants"].values() if v["rungs"]]
+    setting = (f"; successive halving over populations of {halved[0]['batch']}, rungs after "
+               f"epochs {', '.join(map(str, halved[0]['rungs']))}, eta {halved[0]['eta']}"
+               if halved else "")
+    lines += [f"{len(cost['seeds'])} seeds per variant, each with an epoch budget of "
+              f"{cost['epoch_budget']} ({cost['epoch_budget'] / num_epochs:g} full trainings of "
+              f"{num_epochs} epochs){setting}. A function stopped after k epochs costs k; a "
+              "function counts as found once the round that trained it fully ends. "
+              "`name@P`: rounds of P functions without halving.", "",
+              "| variant | epochs to the best (median, quartiles, seeds reaching) | epochs to a "
+              "top-1% function | best tied with the table's at the budget |", "|---|---|---|---|"]
+    for name, values in cost["summary"].items():
+      lines.append(f"| {name} | {_cost_cells(values['epochs_to_best'], num_epochs)} | "
+                   f"{_cost_cells(values['epochs_to_top1'], num_epochs)} | "
+                   f"{100 * values['tied_at_budget']:.0f}% |")
+    lines += ["", f"![search curves by epochs]({relative}/cost_curves.png)", ""]
+  return lines
+
+
+# Issue 25's targets for successive halving: aquasurf with it against aquasurf without it and
+# against random search (one function at a time), as the most epochs it may take as a share.
+HALVING_TARGETS = (("aquasurf", 1 / 2), ("random", 1 / 20))
+
+
+def _halving_targets(cost: Mapping | None) -> list[str]:
+  if not cost or "aquasurf+halving" not in cost["summary"]:
+    return []
+  summary = cost["summary"]
+  ours = summary["aquasurf+halving"]["epochs_to_best"]["median"]
+  lines = []
+  for other, limit in HALVING_TARGETS:
+    if other not in summary:
+      continue
+    theirs = summary[other]["epochs_to_best"]["median"]
+    ratio = _ratio(ours, theirs)
+    verdict = "met" if ratio <= limit else "missed"
+    lines.append(f"- Median epochs to the best (tied): aquasurf with halving {_count(ours)}, "
+                 f"{other} without {_count(theirs)}: ratio {ratio:.3f} (target: at most "
+                 f"{limit:g}): {verdict}.")
+  tied = summary["aquasurf+halving"]["tied_at_budget"]
+  without = {name: summary[name]["tied_at_budget"] for name in summary
+             if name.startswith("aquasurf") and name != "aquasurf+halving"
+             and not name.startswith("aquasurf-local")}
+  verdict = "met" if all(tied >= value for value in without.values()) else "missed"
+  lines.append(f"- Seeds whose best at the epoch budget is tied with the table's: aquasurf "
+               f"with halving {100 * tied:.0f}%, without "
+               + ", ".join(f"{name} {100 * value:.0f}%" for name, value in without.items())
+               + f" (target: no lower): {verdict}.")
+  return lines
+
+
 # Issue 15's targets: (summary key, strategy compared, the most aquasurf may take as a share).
 SEARCH_TARGETS = (("evaluations_to_top1", "random", 1 / 3),
                   ("evaluations_to_top1", "evolution", 1.0),
@@ -222,13 +312,15 @@ def _quality_target(quality: Mapping, label: str) -> list[str]:
 
 
 def targets_section(saved: Mapping | None, quality: Mapping,
-                    previous: Mapping | None = None) -> list[str]:
+                    previous: Mapping | None = None, cost: Mapping | None = None) -> list[str]:
   """Issue 15's targets, measured: aquasurf against random search and evolution, and the
-  surrogate's quality; the previous table's figures after this one's."""
+  surrogate's quality; issue 25's for successive halving where `cost` (the replay by epochs)
+  has them; the previous table's figures after this one's."""
   lines = ["## Targets", ""]
   if saved is not None:
     lines += _search_targets(saved["summary"], "")
   lines += _quality_target(quality, "")
+  lines += _halving_targets(cost)
   if previous is not None:
     label = f"{previous['label']}: "
     lines += _search_targets(previous["replay"]["replay"]["summary"], label)
@@ -259,8 +351,9 @@ def write(table, replay_saved: Mapping | None, path: str, *, title: str,
   lines += quality_section(quality, figures, stem, previous)
   if replay_saved is not None:
     lines += replay_section(replay_saved["replay"], figures, stem, previous)
+    lines += cost_section(replay_saved, figures, stem)
   lines += targets_section(None if replay_saved is None else replay_saved["replay"], quality,
-                           previous)
+                           previous, (replay_saved or {}).get("cost"))
   lines += _paragraphs(discussion)
   with open(path + ".tmp", "w", encoding="utf-8") as f:
     f.write("\n".join(lines))

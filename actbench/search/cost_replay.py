@@ -12,7 +12,9 @@ the epochs they train. Here each strategy proposes rounds as the live search doe
                    validation accuracy after that epoch (curves[id, rung - 1]), those that go on.
                    A stopped function costs the epochs it trained and is never proposed again:
                    it goes to the strategy's `exclude`, never to its history (the surrogate fits
-                   full trainings only). The last rung's survivors join the history.
+                   full trainings only), unless it had failed by its rung (no accuracy there):
+                   the search records that as a failure, and so it joins the history as NaN.
+                   The last rung's survivors join the history.
 
 A function counts as found at the end of the round that trained it fully (the epochs spent by
 then); the last round is cut to what the epoch budget still pays for in full, so nothing is
