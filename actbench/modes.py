@@ -107,8 +107,10 @@ def run_search(config, workdir, *, exhaustive: bool = False):
   text = _search_outputs(workdir, summary.classes, summary.evaluations, summary.embedding,
                          config)
   done = len(summary.evaluations)
-  failed = sum(ev.status != "ok" for ev in summary.evaluations.values())
-  return (f"{done} of {len(summary.classes)} classes evaluated ({failed} failed); "
+  failed = sum(ev.status == "failed" for ev in summary.evaluations.values())
+  stopped = sum(ev.status == "stopped" for ev in summary.evaluations.values())
+  return (f"{done} of {len(summary.classes)} classes evaluated ({failed} failed"
+          f"{f', {stopped} stopped early by successive halving' if stopped else ''}); "
           f"results in {workdir}\n{text}")
 
 

@@ -211,3 +211,24 @@ def test_a_checkpoint_from_before_curves_resumes(digits, tmp_path, monkeypatch):
   for got, expected in zip(resumed.curves["validation_accuracy"],
                            uninterrupted.curves["validation_accuracy"]):
     assert math.isnan(got[0]) and got[1:] == expected[1:]
+
+
+@pytest.mark.slow
+def test_halving_over_folds_ranks_by_the_mean_over_folds(digits):
+  config = smoke_config(num_epochs=2)
+  config.dataset.folds = 2
+  names = NAMES[:4]
+  result = train.train_population(config, names, [0], dataset=digits,
+                                  fidelity=halving.Fidelity((1, 2), eta=2))
+  assert sorted(set(result.folds)) == [0, 1]
+  scores = []
+  for name in names:  # one seed: the mean of its two folds after epoch 1
+    runs = [i for i, a in enumerate(result.activations) if a == name]
+    failed = any(result.curve_failed[i][0] for i in runs)
+    scores.append(math.nan if failed else float(np.mean(
+        [result.curves["validation_accuracy"][i][0] for i in runs])))
+  going_on = {names[i] for i in reference_survivors(scores, 2)}
+  summary = result.by_activation()
+  assert {name for name in names if not summary[name]["stopped"]} == going_on
+  for i, name in enumerate(result.activations):
+    assert result.epochs[i] == (2 if name in going_on else 1)

@@ -1,16 +1,20 @@
 """A search with successive halving: what it records, proposes and resumes."""
 
 import csv
+import json
 import math
 import os
+import signal
+import subprocess
+import sys
 
 import pytest
 
 from actbench import modes, search
-from actbench.engine import train, trainer
+from actbench.engine import trainer
 from actbench.search import store, strategies
 from tests.test_halving import reference_survivors
-from tests.test_search import tiny_config
+from tests.test_search import ROOT, tiny_config
 
 POPULATION = 4  # per round: 4 functions train one epoch, the best 2 a second
 
@@ -23,25 +27,42 @@ def halving_config():
   return config
 
 
+# Run in a process of its own and killed with SIGKILL in the second round, once its first rung
+# is checkpointed and the survivors' second epoch is about to train.
+KILLED_SEARCH = """
+import json, os, signal, sys
+from actbench import modes
+from actbench.engine import train, trainer
+from tests.test_search_halving import halving_config
+real_group, calls = train._train_group, []
+
+def killed_in_round_two(*args, until=None, **kwargs):
+  calls.append(until)
+  if len(calls) == 4:  # round 1: rungs 1 and 2; round 2: rung 1, then this
+    with open(os.path.join(sys.argv[1], "compiled.json"), "w") as f:  # programs per trainer
+      json.dump([t.train_program()._cache_size() for t in trainer._TRAINERS._values.values()], f)
+    os.kill(os.getpid(), signal.SIGKILL)
+  return real_group(*args, until=until, **kwargs)
+
+train._train_group = killed_in_round_two
+modes.run(halving_config(), sys.argv[1])
+"""
+
+
 @pytest.mark.slow
 def test_a_halving_search_records_proposes_and_resumes_by_its_rungs(tmp_path, monkeypatch):
   workdir = str(tmp_path)
   config = halving_config()
-  # Killed in the second round, once its first rung is checkpointed and the survivors' second
-  # epoch is under way.
-  real_group = train._train_group  # pylint: disable=protected-access
-  groups = []
-
-  def killed_in_round_two(*args, until=None, **kwargs):
-    groups.append(until)
-    if len(groups) == 4:  # round 1: rungs 1 and 2; round 2: rung 1, then this
-      raise KeyboardInterrupt("killed")
-    return real_group(*args, until=until, **kwargs)
-
-  with monkeypatch.context() as patch:
-    patch.setattr(train, "_train_group", killed_in_round_two)
-    with pytest.raises(KeyboardInterrupt):
-      modes.run(config, workdir)
+  process = subprocess.run([sys.executable, "-c", KILLED_SEARCH, workdir], cwd=ROOT,
+                           env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True,
+                           text=True, check=False)
+  assert process.returncode == -signal.SIGKILL, process.stderr[-3000:]
+  with open(os.path.join(workdir, "compiled.json"), encoding="utf-8") as f:
+    # A round's rungs share its programs, one per population size: round 1's of 4 and 2
+    # functions, round 2's of 4 so far. (The tiny space has operator tables of its own, so
+    # each round is encoded over its functions; over the default tables every round shares
+    # one encoding and its programs.)
+    assert json.load(f) == [2, 1]
   with store.Store(search.store_path(workdir)) as db:
     assert len(db.evaluations()) == POPULATION  # round 1 recorded, round 2 not
   epochs = []  # (members, epoch) of every epoch the restart trains
@@ -96,5 +117,6 @@ def test_a_halving_search_records_proposes_and_resumes_by_its_rungs(tmp_path, mo
   marks = [row["stopped_at_epoch"] for row in rows]
   assert marks == ["", "", "", "", "1", "1", "1", "1"]
   assert "(stopped at epoch 1)" in text
+  assert "8 of " in text and "(0 failed, 4 stopped early by successive halving)" in text
   # Nothing of the search's populations is left in the checkpoints.
   assert not os.listdir(os.path.join(workdir, "checkpoints"))

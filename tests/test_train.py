@@ -151,6 +151,11 @@ def test_resume_equals_uninterrupted_run(digits, tmp_path, monkeypatch):
   assert uninterrupted.history[0]["resumed_from_epoch"] == 0
   assert resumed.metrics == uninterrupted.metrics
   assert resumed.history[0]["epochs"] == uninterrupted.history[0]["epochs"]
+  # The learning curves too: the epochs before the checkpoint come back from it.
+  assert resumed.curves == uninterrupted.curves
+  assert len(resumed.curves["validation_accuracy"][0]) == 3
+  assert [run[-1] for run in resumed.curves["validation_accuracy"]] == resumed.metrics[
+      "validation_accuracy"]
 
 
 @pytest.mark.slow

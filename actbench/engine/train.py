@@ -598,13 +598,19 @@ def train_population(config, activations: Sequence[str], seeds: Sequence[int] = 
   carried: dict[int, tuple[_Carried, int]] = {}  # run -> (its group's carried, its position)
   active = list(dict.fromkeys(names))
   rungs = fidelity.rungs if fidelity is not None else (num_epochs,)
+  # The populations of the first rung; a later rung trains the survivors of each in its form,
+  # so that the rungs of a round share its compiled programs (one per population size).
+  groups = {fold: [(encoding, [in_fold[p] for p in positions]) for encoding, positions
+                   in population_groups(config, [members[i][0] for i in in_fold])]
+            for fold in range(len(fold_datasets))
+            for in_fold in [[i for i, m in enumerate(members) if m[2] == fold]]}
   for rung, until in enumerate(rungs):
     chosen = set(active)
     for fold, fold_dataset in enumerate(fold_datasets):
-      in_fold = [i for i, member in enumerate(members)
-                 if member[2] == fold and member[0] in chosen]
-      for encoding, positions in population_groups(config, [members[i][0] for i in in_fold]):
-        indices = [in_fold[p] for p in positions]
+      for encoding, everyone in groups[fold]:
+        indices = [i for i in everyone if members[i][0] in chosen]
+        if not indices:
+          continue
         initial = None
         if rung:  # the members' training so far, from the populations of the rung before
           initial = _Carried.join([carried[i][0].take([carried[i][1]]) for i in indices])

@@ -13,6 +13,7 @@
   workers.py     worker names, heartbeats, a pod's broadcast decisions
   loop.py        the search loop: propose, train, record, refit; its API is re-exported here
   replay.py      strategies replayed on a benchmark table, many seeds
+  cost_replay.py  replays by training epochs, with and without successive halving
 
     from actbench import search
     summary = search.run(config, workdir)
