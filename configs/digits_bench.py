@@ -1,17 +1,17 @@
 """Act-Bench-Digits v2: every function of the benchmark space trained on scikit-learn's digits.
 
     python -m actbench.main --config=configs/digits_bench.py --workdir=/tmp/digits-bench
-    python -m actbench.main --config=configs/digits_bench.py --workdir=/tmp/digits-bench \
-        --config.mode=replay
+    python -m actbench.main --config=configs/digits_bench.py:replay --workdir=/tmp/digits-bench
     python -m actbench.main --config=configs/digits_bench.py --workdir=/tmp/digits-bench \
         --config.mode=report
 
 The first command trains every equivalence class of binary(unary(x),unary(x)) (2,791
 functions) with the small CNN on the bundled digits, each by 5-fold cross-validation over the
 1,437 non-test images (every image validates once), with output and Fisher features for every
-one: about 2 hours on a 2-core CPU, resumable. It writes act-bench-digits.json (Act-Bench
-format; the copy shipped in actbench/tables/ is it, gzipped: `tables.load("digits")`) and the
-search outputs to the workdir.
+one, and its learning curves (the validation accuracy after every epoch): about 2 hours on a
+2-core CPU, resumable. It writes act-bench-digits.json (Act-Bench format; the copy shipped in
+actbench/tables/ is it, gzipped: `tables.load("digits")`) and the search outputs to the
+workdir.
 
 The recipe was chosen on the 8 baselines only (`python -m bench.digits_recipe`, figures in
 docs/digits-bench.md): Adam with gradient clipping for 10 epochs is the shortest of the recipes
@@ -20,10 +20,11 @@ spread between seeds (0.27 points of cross-validated accuracy, median over the b
 A diverged run scores chance accuracy (config.train.divergence = "chance"), so a function that
 diverges on one fold of five ranks below one that never does, by what a user would lose.
 
-The second replays aquasurf, random search and regularized evolution on the table for 100 seeds
-each (replay.json, figures; about 20 minutes); the third writes docs/digits-bench.md and its
-figures (run it from the repository root).
-`:smoke` builds the table of a tiny space in a minute, for tests.
+The second (`:replay`) replays aquasurf, random search and regularized evolution on the table
+for 100 seeds each, by evaluations and by training epochs with and without successive halving
+(populations of 27, rungs after epochs 2, 5 and 10, eta 3) (replay.json, figures; about 30
+minutes); the third writes docs/digits-bench.md and its figures (run it from the repository
+root). `:smoke` builds the table of a tiny space in a minute, for tests.
 """
 
 from configs import common
@@ -118,8 +119,13 @@ def get_config(arg: str = ""):
     config.dataset.folds = 2
     config.checkpoint_every_epochs = 1
     shrink_for_smoke(config)
+  elif arg == "replay":  # the replays, halving among them (a benchmark trains all in full)
+    config.mode = "replay"
+    config.search.fidelity.rungs = (2, 5, 10)  # rungs after epochs 2 and 5 of the 10
+    config.search.fidelity.eta = 3  # a third of a rung goes on: 27 -> 9 -> 3
+    config.search.population_size = 27  # the halving replay's round
   elif arg:
-    raise ValueError(f"unknown config argument {arg!r} (known: smoke)")
+    raise ValueError(f"unknown config argument {arg!r} (known: smoke, replay)")
   return config
 
 
