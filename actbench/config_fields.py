@@ -111,6 +111,8 @@ def _budget_problems(config) -> list[str]:
 def _fidelity_problems(config) -> list[str]:
   """What is wrong with config.search.fidelity (successive halving, engine/halving.py)."""
   from actbench.engine import halving  # pylint: disable=import-outside-toplevel
+  if not config.search.fidelity.rungs:
+    return []
   try:
     if config.mode not in ("search", "benchmark"):  # a replay: the table's curves decide
       halving.Fidelity(tuple(config.search.fidelity.rungs), int(config.search.fidelity.eta))

@@ -232,3 +232,11 @@ def test_halving_over_folds_ranks_by_the_mean_over_folds(digits):
   assert {name for name in names if not summary[name]["stopped"]} == going_on
   for i, name in enumerate(result.activations):
     assert result.epochs[i] == (2 if name in going_on else 1)
+
+
+@pytest.mark.parametrize("mode", ["train", "features", "search", "benchmark", "replay",
+                                  "report", "recover"])
+def test_no_fidelity_is_no_problem_in_any_mode(mode):
+  config = quickstart.get_config()
+  config.mode = mode
+  assert config_fields.problems(config) == []
