@@ -137,10 +137,10 @@ def benchmark_table(classes, evaluations, fisher_rows):
   """The Act-Bench-format table of the evaluated classes, in class order. A failed class keeps
   its losses; its accuracies are NaN and "Diverged" is 1.
 
-  The learning curves (TABLE_CURVES) hold each epoch's value while the class had not failed,
-  NaN from the epoch it had (its "failed" curve, and for a failed class its last epoch at the
-  latest): a failed class's curves end in NaN as its accuracies are NaN, so that an accuracy
-  curve's last value is the final figure. A table of classes without curves has none."""
+  The learning curves (TABLE_CURVES) hold each epoch's value, NaN where the class counted as
+  failed after that epoch (its "failed" curve, and for a failed class its last epoch): a
+  failed class's curves end in NaN as its accuracies are NaN, so that an accuracy curve's last
+  value is the final figure. A table of classes without curves has none."""
   from actbench import tables  # pylint: disable=import-outside-toplevel
   ids = sorted(evaluations)
   metrics = {key: np.full(len(ids), np.nan) for key in (*TABLE_METRICS.values(), "Runtime (s)",
@@ -157,15 +157,15 @@ def benchmark_table(classes, evaluations, fisher_rows):
     values = {key: np.asarray(evaluation.curve(name), np.float64)
               for name, key in TABLE_CURVES.items()}
     epochs = max(len(curve) for curve in values.values())
-    # Whether the class had failed by each epoch: the flag once set stays (a flag the store
-    # lacks counts as not failed); a failed class had failed by its last epoch whatever the
-    # flags say, as its figures say.
+    # Whether the class counted as failed after each epoch, as successive halving would have
+    # seen it there (a flag the store lacks counts as not failed; an evaluation that was not
+    # finite once may be again later); a failed class had failed by its last epoch whatever
+    # the flags say, as its figures say.
     flags = np.zeros(epochs, bool)
     recorded = np.asarray(evaluation.curve(FAILED_CURVE), np.float64)[:epochs]
     flags[:len(recorded)] = np.nan_to_num(recorded) != 0
     if failed and epochs:
       flags[-1] = True
-    flags = np.logical_or.accumulate(flags)
     for key, curve in values.items():
       curves[key].append(np.where(flags[:len(curve)], np.nan, curve))
   width = {key: max((len(curve) for curve in rows), default=0) for key, rows in curves.items()}

@@ -240,12 +240,12 @@ def _final(train_accuracy, validation_accuracy, train_loss, validation_loss) -> 
 
 def _evaluations() -> dict[int, Evaluation]:
   evaluations = [
-      # Trained 3 epochs, never failed.
+      # Trained 3 epochs; its evaluation after epoch 2 was not finite, the last one is.
       _evaluation(0, "ok", _final(0.7, 0.55, 0.6, 0.8), {
           "train_accuracy": [0.5, 0.6, 0.7], "validation_accuracy": [0.4, 0.5, 0.55],
           "train_loss": [1.0, 0.8, 0.6], "validation_loss": [1.1, 0.9, 0.8],
-          "failed": [0.0, 0.0, 0.0]}),
-      # Failed in epoch 2 (the flag once set stays, whatever a later epoch's says).
+          "failed": [0.0, 1.0, 0.0]}),
+      # Failed in epoch 2 (and, failed in the end, at its last epoch whatever its flag says).
       _evaluation(1, "failed", _final(0.1, 0.1, NAN, NAN), {
           "train_accuracy": [0.3, 0.1, 0.1], "validation_accuracy": [0.3, 0.1, 0.1],
           "train_loss": [2.0, 50.0, NAN], "validation_loss": [2.1, 60.0, NAN],
@@ -277,10 +277,10 @@ def test_benchmark_table_writes_the_store_curves(tmp_path):
   np.testing.assert_array_equal(table.metrics["Diverged"], [0, 1, 0, 1, 0])
   np.testing.assert_array_equal(table.accuracy(), [0.55, NAN, 0.6, NAN, 0.7])
   expected = {
-      TA: [[0.5, 0.6, 0.7], [0.3, NAN, NAN], [NAN] * 3, [0.4, 0.45, NAN], [0.65, 0.75, NAN]],
-      VA: [[0.4, 0.5, 0.55], [0.3, NAN, NAN], [NAN] * 3, [0.2, 0.25, NAN], [0.6, 0.7, NAN]],
-      TL: [[1.0, 0.8, 0.6], [2.0, NAN, NAN], [NAN] * 3, [1.5, 1.4, NAN], [NAN] * 3],
-      VL: [[1.1, 0.9, 0.8], [2.1, NAN, NAN], [NAN] * 3, [1.6, 1.5, NAN], [NAN] * 3],
+      TA: [[0.5, NAN, 0.7], [0.3, NAN, NAN], [NAN] * 3, [0.4, 0.45, NAN], [0.65, 0.75, NAN]],
+      VA: [[0.4, NAN, 0.55], [0.3, NAN, NAN], [NAN] * 3, [0.2, 0.25, NAN], [0.6, 0.7, NAN]],
+      TL: [[1.0, NAN, 0.6], [2.0, NAN, NAN], [NAN] * 3, [1.5, 1.4, NAN], [NAN] * 3],
+      VL: [[1.1, NAN, 0.8], [2.1, NAN, NAN], [NAN] * 3, [1.6, 1.5, NAN], [NAN] * 3],
   }
   assert list(table.curves) == list(tables.CURVE_KEYS) == [TA, VA, TL, VL]
   for key, rows in expected.items():
