@@ -120,3 +120,9 @@ def test_a_halving_search_records_proposes_and_resumes_by_its_rungs(tmp_path, mo
   assert "8 of " in text and "(0 failed, 4 stopped early by successive halving)" in text
   # Nothing of the search's populations is left in the checkpoints.
   assert not os.listdir(os.path.join(workdir, "checkpoints"))
+  # A benchmark table of this store would mix partial trainings into full ones: refused.
+  config.mode = "benchmark"
+  config.search.fidelity.rungs = ()
+  with pytest.raises(store.StoreError, match="holds functions successive halving stopped "
+                                             "early"):
+    modes.run(config, workdir)

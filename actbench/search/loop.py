@@ -314,6 +314,10 @@ def run(config, workdir: str, *, exhaustive: bool = False, progress: bool = True
     # on a shared workdir); only process 0 claims and records.
     init_space(db, config)
     check_recipe(db, config, dataset, make_model)
+    if exhaustive and any(ev.status == "stopped" for ev in db.evaluations().values()):
+      raise store_lib.StoreError(
+          f"{db.location} holds functions successive halving stopped early (a search's); a "
+          "benchmark table needs every function trained in full: use another --workdir")
     if lead and db.replay_journal():  # results a killed process journaled but never committed
       logging.info("replayed evaluations from %s", db.journal_path)
     classes = db.classes()
