@@ -44,6 +44,20 @@ def test_v2_trains_every_baseline_and_tops_them(table):
   assert np.isfinite(table.fisher[~failed]).mean() > 0.95
 
 
+def test_v2_has_the_learning_curves_of_its_final_accuracies(table):
+  curve = table.curve("validation")
+  assert curve.shape == (2791, 10)  # the recipe's 10 epochs
+  validation = table.accuracy("validation")
+  trained = np.isfinite(validation)
+  np.testing.assert_array_equal(curve[trained, -1], validation[trained])
+  assert np.isnan(curve[~trained, -1]).all()
+  # Training helps: the median function that trains gains from the first epoch to the last.
+  median = np.nanmedian(curve[trained], axis=0)
+  assert median[-1] > median[0] + 0.05
+  for key in ("Train Accuracy Curve", "Validation Loss Curve", "Train Loss Curve"):
+    assert table.curves[key].shape == (2791, 10)
+
+
 def test_v1_stays_loadable_under_its_own_name(cache):
   v1 = tables.load("digits-v1", cache_dir=cache)
   validation, failed = _check_space_and_failures(v1)
