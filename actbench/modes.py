@@ -237,8 +237,9 @@ def run_replay(config, workdir):
     summary = {"table": table_path, "replay": brief, "quality": medians}
     if "cost" in cost:
       summary["cost"] = {key: value for key, value in cost["cost"].items() if key != "runs"}
-    if "curve_spearman" in cost:
-      summary["curve_spearman"] = cost["curve_spearman"]
+    for key in ("curve_spearman", "curve_spearman_best"):
+      if key in cost:
+        summary[key] = cost[key]
     report.write_json(summary, os.path.join(workdir, "replay-summary.json"))
     _replay_figures(workdir, result, quality, float(np.nanmax(accuracies)))
   return "\n".join(lines)
@@ -279,9 +280,15 @@ def _cost_replay(config, table, candidates, accuracies, choices, workdir):
   if curves is None:
     return {}, []
   spearman = cost_replay.curve_rank_correlation(curves, accuracies)
-  saved = {"curve_spearman": replay.jsonable(spearman)}
-  lines = ["  Spearman of the accuracy after each epoch with the final one: " + ", ".join(
-      f"{k}: {rho:.3f}" for k, rho in enumerate(spearman, 1))]
+  among_best = cost_replay.curve_rank_correlation(curves, accuracies,
+                                                  best=cost_replay.BEST_SHARE)
+  saved = {"curve_spearman": replay.jsonable(spearman),
+           "curve_spearman_best": {"share": cost_replay.BEST_SHARE,
+                                   "values": replay.jsonable(among_best)}}
+  lines = [f"  Spearman of the accuracy after each epoch with the final one{label}: " + ", ".join(
+      f"{k}: {rho:.3f}" for k, rho in enumerate(values, 1))
+           for label, values in (("", spearman), (
+               f" among the best {cost_replay.BEST_SHARE:.0%}", among_best))]
   fidelity = _replay_fidelity(config, table)
   if fidelity is None:
     return saved, lines

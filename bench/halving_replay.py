@@ -120,12 +120,17 @@ def main(argv=None) -> None:
           f"{summary['tied_at_budget']:.0%}; median {summary['evaluations']['median']:.0f} "
           f"full trainings, {summary['stopped']['median']:.0f} stopped")
   spearman = cost_replay.curve_rank_correlation(curves, accuracies)
-  print("Spearman between the accuracy after epoch k and the final one: " + ", ".join(
-      f"k={k} {rho:.3f}" for k, rho in enumerate(spearman, 1)))
+  among_best = cost_replay.curve_rank_correlation(curves, accuracies,
+                                                  best=cost_replay.BEST_SHARE)
+  for label, values in (("", spearman),
+                        (f" among the best {cost_replay.BEST_SHARE:.0%}", among_best)):
+    print(f"Spearman between the accuracy after epoch k and the final one{label}: " + ", ".join(
+        f"k={k} {rho:.3f}" for k, rho in enumerate(values, 1)))
   print(f"{elapsed:.0f} s")
   if args.json:
     document = result.to_json()
     document["spearman_per_epoch"] = replay.jsonable(spearman)
+    document["spearman_per_epoch_best"] = replay.jsonable(among_best)
     with open(args.json, "w", encoding="utf-8") as f:
       json.dump(document, f, indent=1, allow_nan=False)
   if args.plot:

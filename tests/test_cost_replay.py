@@ -276,6 +276,13 @@ def test_curve_rank_correlation_against_scipy():
     ranks = [np.argsort(np.argsort(v)) for v in (curves[both, k], final[both])]
     assert result[k] == pytest.approx(np.corrcoef(*ranks)[0, 1])
   assert math.isnan(cost_replay.curve_rank_correlation(np.full((5, 2), .5), np.arange(5.))[0])
+  # Among the best 10% of the functions with a final accuracy: the 5 highest of the 46.
+  among_best = cost_replay.curve_rank_correlation(curves, final, best=.1)
+  finite = np.flatnonzero(np.isfinite(final))
+  top = finite[np.argsort(final[finite])[::-1][:math.ceil(.1 * len(finite))]]
+  for k in range(6):
+    keep = top[np.isfinite(curves[top, k])]
+    assert among_best[k] == pytest.approx(stats.spearmanr(curves[keep, k], final[keep]).statistic)
 
 
 def _real_space():

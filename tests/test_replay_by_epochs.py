@@ -2,6 +2,7 @@
 searches replayed by training epochs with and without successive halving, and the report."""
 
 import json
+import math
 import os
 
 import numpy as np
@@ -62,6 +63,11 @@ def test_replay_and_report_by_epochs(tmp_path):
               for k in range(EPOCHS)]
   np.testing.assert_allclose(saved["curve_spearman"], expected)
   assert saved["curve_spearman"][-1] == pytest.approx(1.0)
+  best = np.argsort(np.where(finite, accuracies, -np.inf))[::-1][:max(2, math.ceil(
+      .1 * finite.sum()))]
+  assert saved["curve_spearman_best"]["share"] == .1
+  np.testing.assert_allclose(saved["curve_spearman_best"]["values"], [
+      stats.spearmanr(curves[best, k], accuracies[best]).statistic for k in range(EPOCHS)])
   # The replay by epochs is cost_replay's, for every strategy one function at a time, in
   # rounds of the population size, and in those rounds with halving.
   cost = saved["cost"]
@@ -84,6 +90,7 @@ def test_replay_and_report_by_epochs(tmp_path):
     brief = json.load(f)
   assert brief["cost"]["summary"] == cost["summary"] and "runs" not in brief["cost"]
   assert brief["curve_spearman"] == saved["curve_spearman"]
+  assert brief["curve_spearman_best"] == saved["curve_spearman_best"]
   assert os.path.getsize(os.path.join(workdir, "cost_curves.png")) > 0
   assert "aquasurf+halving" in text and "Spearman of the accuracy after each epoch" in text
 
@@ -96,7 +103,9 @@ def test_replay_and_report_by_epochs(tmp_path):
   with open(config.report.document, encoding="utf-8") as f:
     document = f.read()
   assert "## Learning curves and successive halving" in document
-  assert "| Spearman | " + " | ".join(f"{rho:.3f}" for rho in expected) + " |" in document
+  assert "| every function | " + " | ".join(f"{rho:.3f}" for rho in expected) + " |" in document
+  assert "| the best 10% by final accuracy | " + " | ".join(
+      f"{rho:.3f}" for rho in saved["curve_spearman_best"]["values"]) + " |" in document
   for name, values in cost["summary"].items():
     median = values["epochs_to_best"]["median"]
     shown = "not reached" if median is None else f"{median:g}"
@@ -115,7 +124,9 @@ def test_halving_a_replay_is_checked_against_the_table_before_any_replay(tmp_pat
                      r"at the table's 4 epochs of learning curves, got \[1, 2, 5\]"):
     modes.run(config, str(tmp_path / "replay"))
   plain = str(tmp_path / "plain.json")
-  tables.write(tables.load("digits").subset(range(N)), plain)
+  source = tables.load("digits").subset(range(N))  # without the curves the table has
+  tables.write(tables.Table(source.names, source.equivalents, source.metrics, source.fisher),
+               plain)
   config = replay_config(plain)
   with pytest.raises(config_fields.ConfigError, match="the table has no 'Validation Accuracy "
                      "Curve'"):

@@ -189,7 +189,7 @@ def _cost_cells(stats: Mapping, num_epochs: int) -> str:
   """Epochs (median, quartiles, seeds reaching) and the median in full trainings."""
   median = stats["median"]
   trainings = "" if median is None or not math.isfinite(median) else (
-      f" = {median / num_epochs:g} full trainings")
+      f"; median: the epochs of {median / num_epochs:g} full trainings")
   def short(value):
     return "never" if value is None or not math.isfinite(value) else f"{value:g}"
   return (f"{_count(median)} ({short(stats['q25'])}-{short(stats['q75'])}), "
@@ -206,12 +206,20 @@ def cost_section(replay_saved: Mapping, figures: str, relative: str) -> list[str
     return []
   lines = ["## Learning curves and successive halving", ""]
   if spearman:
+    among_best = replay_saved.get("curve_spearman_best")
+    rows = [("every function", spearman)] + (
+        [(f"the best {among_best['share']:.0%} by final accuracy", among_best["values"])]
+        if among_best else [])
     lines += ["Spearman rank correlation between the validation accuracy after epoch k and the "
-              "final one (functions with both):", "",
-              "| epoch | " + " | ".join(str(k) for k in range(1, len(spearman) + 1)) + " |",
-              "|---|" + "---|" * len(spearman),
-              "| Spearman | " + " | ".join("-" if rho is None else f"{rho:.3f}"
-                                          for rho in spearman) + " |", ""]
+              "final one (functions with both). Halving ranks the functions of a round: over "
+              "the whole space for a broad strategy, among the best for one that works.", "",
+              "| among, after epoch | "
+              + " | ".join(str(k) for k in range(1, len(spearman) + 1)) + " |",
+              "|---|" + "---|" * len(spearman)]
+    lines += ["| " + label + " | " + " | ".join("-" if rho is None else f"{rho:.3f}"
+                                                for rho in values) + " |"
+              for label, values in rows]
+    lines.append("")
   if cost:
     runs = cost["runs"]
     plots.cost_curves(

@@ -145,22 +145,30 @@ def cost_curves(curves: Mapping[str, np.ndarray], epochs: Sequence[float], path:
                 title: str = "", reference: float | None = None) -> str:
   """Best validation accuracy so far against training epochs spent (successive halving's
   currency, where search_curves counts evaluations): per variant the median over seeds and
-  the band between the quartiles. curves: name -> (seeds, len(epochs)) array
+  the band between the quartiles (for the variants with halving). curves: name -> (seeds,
+  len(epochs)) array
   (cost_replay.CostRun.best_so_far); -inf or NaN (nothing finite yet) is left out."""
   plt = _pyplot()
   figure, axes = plt.subplots(figsize=(7, 4.5))
   epochs = np.asarray(epochs, np.float64)
   medians = []
-  for index, (name, values) in enumerate(curves.items()):
+  # A colour per strategy and a line per variant (cost_replay's names: "random",
+  # "random@27", "random+halving"), so a dozen variants stay apart.
+  strategies = list(dict.fromkeys(name.split("@")[0].split("+")[0] for name in curves))
+  for name, values in curves.items():
+    color = f"C{strategies.index(name.split('@')[0].split('+')[0]) % 10}"
+    style = ({"linestyle": "-", "linewidth": 2.0} if "+" in name else
+             {"linestyle": "--", "linewidth": 1.2} if "@" in name else
+             {"linestyle": ":", "linewidth": 1.5})
     values = np.atleast_2d(np.asarray(values, np.float64))
     values = np.where(np.isfinite(values), values, np.nan)
     with warnings.catch_warnings():  # all-NaN columns (nothing finite yet) are expected
       warnings.simplefilter("ignore", RuntimeWarning)
       low, median, high = np.nanpercentile(values, [25, 50, 75], axis=0)
     medians.append(median)
-    axes.plot(epochs, median, color=f"C{index}", label=name, drawstyle="steps-post")
-    if values.shape[0] > 1:
-      axes.fill_between(epochs, low, high, color=f"C{index}", alpha=0.2, step="post")
+    axes.plot(epochs, median, color=color, label=name, drawstyle="steps-post", **style)
+    if values.shape[0] > 1 and "+" in name:  # the quartiles of the halving variants only
+      axes.fill_between(epochs, low, high, color=color, alpha=0.15, step="post")
   if reference is not None:
     axes.axhline(reference, color="0.4", linestyle=":", linewidth=1, label="best in table")
   if len(epochs) > 1 and epochs[0] > 0 and epochs[-1] / epochs[0] > 100:

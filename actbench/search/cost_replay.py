@@ -388,17 +388,30 @@ def replay_by_cost(candidates: strategies_lib.Candidates, accuracies: np.ndarray
                           num_epochs, grid, feature_set, best, threshold, tie)
 
 
-def curve_rank_correlation(curves: np.ndarray, accuracies: np.ndarray) -> list[float]:
+# The share of the trained functions that curve_rank_correlation's second figure ranks among:
+# the functions a strategy that works proposes.
+BEST_SHARE = 0.1
+
+
+def curve_rank_correlation(curves: np.ndarray, accuracies: np.ndarray,
+                           best: float = 1.0) -> list[float]:
   """Per epoch k (index k - 1), the Spearman rank correlation between the validation accuracy
   after epoch k and the final one, over the functions finite at both: how well a rung at
-  epoch k ranks the functions halving must keep. NaN where fewer than 2 functions, or a
-  constant column, leave nothing to rank."""
+  epoch k ranks the functions halving must keep. `best` < 1 ranks among that fraction of the
+  functions with a final accuracy only, the highest (at least 2): the functions a good
+  strategy proposes, where curves that cross late make halving lose. NaN where fewer than 2
+  functions, or a constant column, leave nothing to rank."""
   from scipy import stats  # pylint: disable=import-outside-toplevel
   curves = np.asarray(curves, np.float64)
   accuracies = np.asarray(accuracies, np.float64)
+  chosen = np.isfinite(accuracies)
+  if best < 1.0:
+    ranked = np.flatnonzero(chosen)[np.argsort(-accuracies[chosen], kind="stable")]
+    chosen = np.zeros_like(chosen)
+    chosen[ranked[:max(2, math.ceil(best * len(ranked)))]] = True
   result = []
   for k in range(curves.shape[1]):
-    both = np.isfinite(curves[:, k]) & np.isfinite(accuracies)
+    both = np.isfinite(curves[:, k]) & chosen
     if both.sum() < 2:
       result.append(math.nan)
       continue
