@@ -32,12 +32,17 @@ setuptools.setup(
         "tqdm>=4.66",  # progress bars with ETA
         "matplotlib>=3.8",  # the PNG figures of searches, benchmarks and replays
         "threadpoolctl>=3.1",  # one BLAS thread per eigendecomposition (Fisher features)
+        "tensorboardX>=2.6",  # TensorBoard event files of a run, without TensorFlow
     ],
     extras_require={
         # ruff within one minor version: a newer one may add rules to the families selected
         # in ruff.toml.
-        "test": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.17,<0.18", "psycopg[binary]>=3.1"],
-        "dev": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.17,<0.18", "psycopg[binary]>=3.1"],
+        # tensorboard reads the event files back; playwright drives Debian's chromium
+        # (never a downloaded browser) to test report.html.
+        "test": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.17,<0.18", "psycopg[binary]>=3.1",
+                 "tensorboard>=2.16", "playwright>=1.40"],
+        "dev": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.17,<0.18", "psycopg[binary]>=3.1",
+                "tensorboard>=2.16", "playwright>=1.40"],
         # A search shared by workers on several machines, through one PostgreSQL database.
         "postgresql": ["psycopg[binary]>=3.1"],
         # `tfds build` (ImageNet, and TFDS datasets actbench does not prepare) needs TensorFlow.

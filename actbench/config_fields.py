@@ -85,6 +85,9 @@ def _bad_values(config) -> list[str]:
         found.append(f"config.{dotted}: {e}")
   found += _store_problems(config.search)
   found += _budget_problems(config)
+  if float(config.report.watch_s) < 0:
+    found.append(f"config.report.watch_s = {config.report.watch_s!r}: must be 0 (write "
+                 "report.html once) or a number of seconds between rewrites")
   space_is_bad = any(line.startswith("config.search.space:") for line in found)
   for kind in ("unary", "binary", "nary"):
     chosen = config.search[kind]

@@ -22,6 +22,7 @@ import json
 import math
 import os
 import tempfile
+import time
 
 from absl import logging
 import jax
@@ -79,8 +80,15 @@ def run(config, workdir: str | None) -> str:
 
 def run_train(config, workdir):
   from actbench.engine import train  # pylint: disable=import-outside-toplevel
-  result = train.train_population(config, list(config.activations), list(config.seeds),
-                                  workdir=workdir, progress=True)
+  observer = _observer(config, workdir)
+  try:
+    result = train.train_population(config, list(config.activations), list(config.seeds),
+                                    workdir=workdir, progress=True,
+                                    on_epoch=observer.epoch if observer else None)
+  finally:
+    if observer is not None:
+      observer.close()
+      logging.info("watching (TensorBoard events, report.html) took %.2f s", observer.seconds)
   if workdir:
     for path in report.write(result, workdir):
       logging.info("wrote %s", path)
@@ -99,13 +107,31 @@ def run_features(config, workdir):
           f"{len(fisher_result.failed)} failed")
 
 
+def _observer(config, workdir):
+  """Process 0's live report of a run (TensorBoard events, report.html: report/live.py), None
+  where there is nothing to write."""
+  if not workdir or jax.process_index() != 0 or not (config.report.tensorboard
+                                                      or config.report.html):
+    return None
+  from actbench.report import live  # pylint: disable=import-outside-toplevel
+  return live.LiveReport(config, workdir)
+
+
 def run_search(config, workdir, *, exhaustive: bool = False):
   from actbench import search  # pylint: disable=import-outside-toplevel
-  summary = search.run(config, workdir, exhaustive=exhaustive)
-  if jax.process_index() != 0:
-    return ""
-  text = _search_outputs(workdir, summary.classes, summary.evaluations, summary.embedding,
-                         config)
+  observer = _observer(config, workdir)
+  try:
+    summary = search.run(config, workdir, exhaustive=exhaustive, observer=observer)
+    if jax.process_index() != 0:
+      return ""
+    text = _search_outputs(workdir, summary.classes, summary.evaluations, summary.embedding,
+                           config)
+    if observer is not None:  # the final figures and page
+      observer.finish(summary.classes, summary.evaluations, summary.provenance)
+  finally:
+    if observer is not None:
+      observer.close()
+      logging.info("watching (TensorBoard events, report.html) took %.2f s", observer.seconds)
   done = len(summary.evaluations)
   failed = sum(ev.status == "failed" for ev in summary.evaluations.values())
   stopped = sum(ev.status == "stopped" for ev in summary.evaluations.values())
@@ -340,16 +366,20 @@ def _skipped(report) -> str:
 
 
 def run_report(config, workdir):
-  """Rewrites the leaderboard and the figures from the workdir's store and replay.json."""
+  """Rewrites the leaderboard, the figures and report.html from the workdir's store (again every
+  config.report.watch_s seconds until its search ends, when set), and the replay's figures
+  and config.report.document from replay.json."""
   from actbench import search  # pylint: disable=import-outside-toplevel
   texts = []
   if search.has_store(config, workdir):
-    with search.open_store(config, workdir, create=False) as db:
-      if not db.num_classes:
-        raise WorkdirError(f"nothing to report: {db.location} holds no search yet")
-      classes = db.classes()
-      texts.append(_search_outputs(workdir, classes, db.evaluations(),
-                                   search.stored_embedding(config, db), config))
+    texts.append(_store_report(config, workdir))
+    watch = float(config.report.watch_s)
+    while watch and not _search_ended(config, workdir):
+      try:
+        time.sleep(watch)
+      except KeyboardInterrupt:
+        break
+      texts[-1] = _store_report(config, workdir)
   replay_path = os.path.join(workdir, "replay.json")
   if os.path.exists(replay_path):
     with open(replay_path, encoding="utf-8") as f:
@@ -379,6 +409,33 @@ def run_report(config, workdir):
   if not texts:
     raise WorkdirError(f"nothing to report in {workdir}: no search.sqlite and no replay.json")
   return "\n".join(texts)
+
+
+def _store_report(config, workdir) -> str:
+  """leaderboard.csv, the figures and report.html from the workdir's store (a SQLite file, or
+  config.search.store's database: a search other machines run)."""
+  from actbench import search  # pylint: disable=import-outside-toplevel
+  from actbench.report import live  # pylint: disable=import-outside-toplevel
+  with search.open_store(config, workdir, create=False) as db:
+    if not db.num_classes:
+      raise WorkdirError(f"nothing to report: {db.location} holds no search yet")
+    classes, evaluations = db.classes(), db.evaluations()
+    text = _search_outputs(workdir, classes, evaluations, search.stored_embedding(config, db),
+                           config)
+    if config.report.html:
+      path = live.write_page(os.path.join(workdir, live.PAGE), config, classes, evaluations,
+                             provenance=search.provenance(db))
+      text += f"\nwrote {path}"
+  return text
+
+
+def _search_ended(config, workdir) -> bool:
+  """Whether the workdir's search has evaluated its budget (config.search.budget, or every
+  class) with no class still claimed by a worker."""
+  from actbench import search  # pylint: disable=import-outside-toplevel
+  with search.open_store(config, workdir, create=False) as db:
+    wanted = min(int(config.search.budget), db.num_classes)
+    return len(db.evaluated_ids()) >= wanted and not db.claimed_ids()
 
 
 def _workdir_table(config, workdir) -> str:

@@ -160,6 +160,11 @@ def base_config() -> ml_collections.ConfigDict:
   config.report.previous_table = ""  # ... an earlier version's table, its figures beside these
   config.report.previous_replay = ""  # ... its mode replay's replay-summary.json
   config.report.previous_label = "previous"  # ... and how the report names it
+  # Watching a run (README "Watching a search"): TensorBoard event files in
+  # <workdir>/tensorboard/ while a search, benchmark or train run goes on
+  config.report.tensorboard = True
+  config.report.html = True  # <workdir>/report.html, rewritten after every round of a search
+  config.report.watch_s = 0  # mode report: rewrite report.html every N s until the search ends
   return config
 
 

@@ -22,9 +22,12 @@ import numpy as np
 import pytest
 
 from actbench import search
+from actbench.report import live as live_report
+from actbench.report.leaderboard import store_leaderboard
 from actbench.search import journal, store
 from bench import kill_trials
 from tests.tcp_proxy import TcpProxy
+from tests.test_live_report import page_rows
 
 # Fisher features in chunks of 2: the workers share them (and the reference's chunks are theirs).
 SEARCH = ("--config.search.strategy=random", "--config.search.features_chunk=2")
@@ -225,6 +228,20 @@ def test_three_workers_killed_at_random_lose_nothing_and_find_what_one_finds(
   assert len(final) == LONG_BUDGET
   _check_journals(workers, final)
   assert _leaderboard(final) == _leaderboard(reference["evaluations"]), killed
+
+  # A laptop follows the search through the shared store: mode report writes its page (and,
+  # the search having ended, its watch ends at once).
+  laptop = str(tmp_path / "laptop")
+  kill_trials.finish(laptop, str(tmp_path / "laptop.log"), extra=(
+      *kill_trials.store_flags(postgres_url, name), *SEARCH, LONG, "--config.mode=report",
+      "--config.report.watch_s=3600"))
+  with store.open_store(postgres_url, workdir=monitor, name=name) as db:
+    rows = store_leaderboard(db.classes(), db.evaluations())
+  shown = page_rows(os.path.join(laptop, live_report.PAGE))
+  assert [row[1] for row in shown] == [row["activation"] for row in rows]
+  assert [row[2] for row in shown] == [
+      row["validation_accuracy"] if np.isfinite(row["validation_accuracy"]) else None
+      for row in rows]
 
 
 @pytest.mark.slow

@@ -20,6 +20,7 @@ functions and seeds, its data and model), so a search resumed with another budge
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -238,10 +239,13 @@ def _history_keys(dataset) -> tuple[str, ...]:
 
 def _train_group(config, dataset, make_model, encoding, names: list[str], seeds: list[int],
                  workdir: str | None, stop_after_epoch: int | None, progress: bool = False, *,
-                 until: int | None = None, initial: _Carried | None = None) -> _GroupRun:
+                 until: int | None = None, initial: _Carried | None = None,
+                 on_epoch: Callable[[list[str], list[int], int, dict], None] | None = None
+                 ) -> _GroupRun:
   """Trains one population to epoch `until` (config.train.num_epochs by default), from its
   last checkpoint, else from `initial` (members carried from a rung before), else from the
-  start, evaluating the validation split after every epoch."""
+  start, evaluating the validation split after every epoch. `on_epoch(names, seeds, epoch,
+  record)` sees each epoch trained here (not those restored), as it ends."""
   num_epochs = int(config.train.num_epochs)
   until = num_epochs if until is None else int(until)
   codes = encoding.encode(names)
@@ -290,6 +294,8 @@ def _train_group(config, dataset, make_model, encoding, names: list[str], seeds:
       failed = failed | ~np.isfinite(record["validation_loss"])
     record["diverged"] = failed.tolist()
     history.append(record)
+    if on_epoch is not None:
+      on_epoch(names, list(seeds), epoch + 1, record)
     finite = epoch_metrics["accuracy"][:size][np.isfinite(epoch_metrics["accuracy"][:size])]
     logging.info("epoch %d/%d: median train accuracy %s (%d of %d members finite)", epoch + 1,
                  num_epochs, f"{np.median(finite):.4f}" if finite.size else "-", finite.size, size)
@@ -413,7 +419,8 @@ def train_population(config, activations: Sequence[str], seeds: Sequence[int] = 
                      workdir: str | None = None, dataset: data_lib.Dataset | None = None,
                      make_model=None, stop_after_epoch: int | None = None,
                      progress: bool = False,
-                     fidelity: halving.Fidelity | None = None) -> PopulationResult:
+                     fidelity: halving.Fidelity | None = None,
+                     on_epoch: Callable[..., None] | None = None) -> PopulationResult:
   """Trains every (activation, seed) pair and returns their results.
 
   Args:
@@ -430,6 +437,10 @@ def train_population(config, activations: Sequence[str], seeds: Sequence[int] = 
       epoch in turn, and only the best 1/eta of them, by validation accuracy there (summed up
       over seeds and folds as the final figure), go on; the survivors continue from their
       state as a smaller population. None: every activation trains every epoch.
+    on_epoch: called as `on_epoch(names, seeds, epoch, record, fold=)` after every epoch a
+      population trains (names and seeds: its runs'; record: the epoch's per-run lists
+      "train_loss", "train_accuracy", "validation_loss", "validation_accuracy", "diverged";
+      fold: None unless cross-validating), e.g. to log the curves while they grow.
 
   With config.dataset.folds = k >= 2, every (activation, seed) trains once per fold of a k-fold
   cross-validation over the dataset's train and validation splits (`folds_of`).
@@ -490,7 +501,9 @@ def train_population(config, activations: Sequence[str], seeds: Sequence[int] = 
           initial = _Carried.join([carried[i][0].take([carried[i][1]]) for i in indices])
         run = _train_group(config, fold_dataset, make_model, encoding,
                            [members[i][0] for i in indices], [members[i][1] for i in indices],
-                           workdir, stop_after_epoch, progress, until=until, initial=initial)
+                           workdir, stop_after_epoch, progress, until=until, initial=initial,
+                           on_epoch=None if on_epoch is None else functools.partial(
+                               on_epoch, fold=fold if len(fold_datasets) > 1 else None))
         _collect(result, indices, run)
         for position, i in enumerate(indices):
           carried[i] = (run.carried, position)
@@ -518,7 +531,7 @@ def _collect(result: PopulationResult, indices: Sequence[int], run: _GroupRun) -
       for i in indices:
         result.metrics[name][i] = math.nan
   for name in CURVES:
-    if name in run.history[0] if run.history else False:
+    if run.history and name in run.history[0]:
       runs = result.curves.setdefault(name, [[] for _ in range(size)])
       for position, i in enumerate(indices):
         runs[i] = [float(epoch[name][position]) for epoch in run.history]

@@ -3,6 +3,9 @@
   leaderboard.py  ranked rows, the printed table, CSV and JSON (re-exported here)
   plots.py        the PNG figures of searches, benchmarks and replays
   document.py     the Markdown report of a benchmark table and its replays
+  events.py       TensorBoard event files of a run (tensorboardX, no TensorFlow)
+  html_page.py    report.html: one self-contained page of a search's leaderboard and figures
+  live.py         both, written while a search runs (search.run's observer) or from a store
 
     from actbench import report
     rows = report.leaderboard(result)      # a train.PopulationResult

@@ -24,8 +24,9 @@ import importlib
 _HOMES = {
     "actbench.search.loop": (
         "STORE_NAME", "SearchSummary", "check_recipe", "evaluations_from", "has_store",
-        "history_of", "make_strategy", "open_store", "operator_choices", "recipe_fingerprint",
-        "recover", "run", "space_classes", "store_path", "trainable_names", "training_config"),
+        "history_of", "make_strategy", "open_store", "operator_choices", "provenance",
+        "recipe_fingerprint", "recover", "run", "space_classes", "store_path", "trainable_names",
+        "training_config"),
     "actbench.search.class_features": (
         "FISHER", "OUTPUTS", "SKETCH", "BudgetedFeatures", "baseline_names", "compute_features",
         "embedding", "embedding_kind", "stored_embedding"),

@@ -44,7 +44,7 @@ from actbench.expr import space
 from actbench.expr.expression import ExpressionError
 from actbench.search import featurize, journal, recovery
 from actbench.search import store as store_lib
-from actbench.search import strategies
+from actbench.search import strategies, surrogate
 from actbench.search.class_features import (BudgetedFeatures, baseline_names,
                                             compute_features, embedding)
 from actbench.search.workers import (SET_ASIDE, broadcast_ids, default_worker, heartbeat,
@@ -285,15 +285,35 @@ class SearchSummary:
   evaluations: dict[int, store_lib.Evaluation]
   candidates: strategies.Candidates | None = None
   embedding: np.ndarray | None = None
+  provenance: dict[str, str] = dataclasses.field(default_factory=dict)  # the store's
+
+
+@dataclasses.dataclass
+class RoundInfo:
+  """What a round of a search leaves, for whoever watches it (an observer's `round`)."""
+  classes: list[list[str]]
+  evaluations: dict[int, store_lib.Evaluation]  # the store's, every worker's
+  trained: list[int]  # the classes this round trained
+  result: train.PopulationResult
+  wall_s: float  # the round's training time
+  embedding: np.ndarray | None  # the surrogate's layout of the classes (NaN rows: not placed)
+  # Leave-one-out Spearman of the surrogate over the evaluated classes trained in full (NaN
+  # while too few, or without a layout): is it getting better?
+  surrogate_spearman: float
+  provenance: dict[str, str]  # where the results are and what they depend on (fingerprints)
 
 
 def run(config, workdir: str, *, exhaustive: bool = False, progress: bool = True,
-        dataset=None, make_model=None) -> SearchSummary:
+        dataset=None, make_model=None, observer=None) -> SearchSummary:
   """Searches config.search.space with config.search.strategy until config.search.budget
   classes are evaluated in the store (or, `exhaustive`, every class in id order: a benchmark).
 
   `dataset` (e.g. `data.from_arrays(...)`) and `make_model` (act -> flax Module) replace
   config.dataset's and config.model's; the store records both and refuses others later.
+  `observer` (process 0's only; e.g. report.live.LiveReport) sees the search as it goes: its
+  `epoch(names, seeds, epoch, record, fold=)` after every epoch trained (train_population's
+  on_epoch) and `round(RoundInfo)` after every round recorded; what it raises is logged and
+  never stops the search.
   Returns the store's classes and evaluations (this worker's and everyone else's).
   """
   if not workdir:
@@ -387,17 +407,58 @@ def run(config, workdir: str, *, exhaustive: bool = False, progress: bool = True
         break
       logging.info("training %d functions x %d seeds: %s", len(ids), len(train_config.seeds),
                    ", ".join(names[i] for i in ids))
+      started = time.perf_counter()
+      watching = observer if lead else None
       with heartbeat(db if lead else None, worker, ttl, {(store_lib.TRAIN, i) for i in ids}):
         result = train.train_population(train_config, [names[i] for i in ids],
                                         list(train_config.seeds), workdir=workdir,
                                         dataset=dataset, make_model=make_model,
-                                        progress=progress, fidelity=fidelity)
+                                        progress=progress, fidelity=fidelity,
+                                        on_epoch=_guarded(watching, "epoch"))
       if lead:
         _record(train_config, db, result, ids, [names[i] for i in ids], worker, workdir,
                 dataset, make_model)
+      if watching is not None:
+        evaluations = db.evaluations()
+        _guarded(watching, "round")(RoundInfo(
+            classes, evaluations, list(ids), result, time.perf_counter() - started, layout,
+            _surrogate_spearman(layout, evaluations), provenance(db)))
       bar.update(len(ids))
     bar.close()
-    return SearchSummary(classes, db.evaluations(), candidates, layout)
+    return SearchSummary(classes, db.evaluations(), candidates, layout, provenance(db))
+
+
+def _guarded(observer, method: str):
+  """observer.method, logging what it raises instead (watching never stops a search); None
+  without an observer."""
+  if observer is None:
+    return None
+  function = getattr(observer, method)
+
+  def call(*args, **kwargs):
+    try:
+      function(*args, **kwargs)
+    except Exception:  # pylint: disable=broad-except
+      logging.exception("watching the search failed in %s.%s; the search goes on",
+                        type(observer).__name__, method)
+  return call
+
+
+def provenance(db) -> dict[str, str]:
+  """Where a store is and the fingerprints of what its results depend on."""
+  return {"store": str(db.location), **{f"{key} fingerprint": str(value)
+                                        for key, value in db.fingerprints().items() if value}}
+
+
+def _surrogate_spearman(layout: np.ndarray | None, evaluations) -> float:
+  """The surrogate's leave-one-out Spearman over the classes trained in full (NaN without a
+  layout or with too few)."""
+  history, _ = split_history(evaluations)
+  if layout is None or not history:
+    return math.nan
+  ids = np.fromiter(history, int)
+  return surrogate.leave_one_out_spearman(np.asarray(layout, np.float64)[ids],
+                                          [history[i] for i in ids])
 
 
 def recover(config, workdir: str, *, dataset=None, make_model=None) -> dict:

@@ -316,3 +316,48 @@ def quality(embedding_or_surrogate, accuracies: np.ndarray, train_sizes: Sequenc
             "spearman": spearman, "kendall": kendall,
             "spearman_median": np.nanmedian(spearman, axis=1),
             "kendall_median": np.nanmedian(kendall, axis=1)}
+
+
+def leave_one_out_spearman(points: np.ndarray, accuracies: Sequence[float], k: int = DEFAULT_K,
+                           *, failure_value: float | None = 0.0) -> float:
+  """How well the surrogate ranks what it has seen: each evaluated function with a finite
+  accuracy predicted from all the others, and the Spearman correlation of predictions and truths.
+
+  The predictor is `Surrogate.predict`'s: scikit-learn's KNeighborsRegressor, k neighbours,
+  uniform weights, euclidean distances on the same coordinates.
+
+  Args:
+    points: (n, dims) coordinates of the evaluated functions (their rows of `embed`); a row
+      that is not finite has no position and is left out, as `Surrogate.predict` leaves it.
+    accuracies: (n,) their validation accuracies; NaN is a failed training.
+    k: neighbours averaged, as in `Surrogate.predict`.
+    failure_value: what a failed function counts as when it is a neighbour, as in
+      `Surrogate.predict` (never predicted itself: it has no truth to rank); None leaves failed
+      functions out.
+
+  Returns:
+    The correlation, or NaN with fewer than k + 2 placed functions of finite accuracy (with
+    k + 1 or fewer, each prediction is the mean of all the others, a decreasing function of the
+    truth: -1 whatever the embedding) or when every prediction is the same.
+  """
+  points = np.asarray(points, np.float64)
+  accuracies = np.asarray(accuracies, np.float64)
+  if points.ndim != 2 or accuracies.shape != (len(points),):
+    raise ValueError(f"expected points (n, dims) and n accuracies, got shapes {points.shape} "
+                     f"and {accuracies.shape}")
+  placed = np.isfinite(points).all(axis=1)
+  truths = placed & np.isfinite(accuracies)
+  if truths.sum() < k + 2:
+    return float("nan")
+  fitted = placed if failure_value is not None else truths
+  targets = np.where(np.isfinite(accuracies), accuracies,
+                     np.nan if failure_value is None else failure_value)[fitted]
+  from sklearn.neighbors import KNeighborsRegressor  # pylint: disable=import-outside-toplevel
+  regressor = KNeighborsRegressor(n_neighbors=k).fit(points[fitted], targets)
+  # One fit for all n predictions: without a query, kneighbors gives each fitted point's k
+  # nearest OTHER points, the neighbours a fit without that point would find; their uniform
+  # mean is what KNeighborsRegressor.predict returns.
+  neighbours = regressor.kneighbors(return_distance=False)
+  predicted = targets[neighbours].mean(axis=1)
+  scored = truths[fitted]
+  return _correlations(predicted[scored], targets[scored])[0]
