@@ -225,6 +225,17 @@ def test_write_replaces_the_page_atomically(tmp_path):
   assert sorted(os.listdir(tmp_path)) == ["report.html"]  # no temporary file left behind
 
 
+def test_write_removes_what_a_writer_killed_mid_write_left(tmp_path):
+  path = str(tmp_path / "report.html")
+  stale, fresh = tmp_path / ".report.html.old.tmp", tmp_path / ".report.html.new.tmp"
+  stale.write_text("half a page")
+  fresh.write_text("a live writer's page")  # another process writing right now
+  old = time.time() - html_page.STALE_S - 60
+  os.utime(stale, (old, old))
+  html_page.write(path, "<html></html>")
+  assert sorted(os.listdir(tmp_path)) == [".report.html.new.tmp", "report.html"]
+
+
 # ---------------------------------------------------------------------------------------------
 # In Chromium.
 

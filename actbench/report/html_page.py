@@ -313,8 +313,9 @@ def write(path: str, html: str) -> str:
     mode = os.stat(path).st_mode & 0o777
   except FileNotFoundError:
     mode = 0o644
-  fd, temporary = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".",
-                                   suffix=".tmp")
+  prefix = "." + os.path.basename(path) + "."
+  _remove_stale(directory, prefix)
+  fd, temporary = tempfile.mkstemp(dir=directory, prefix=prefix, suffix=".tmp")
   try:
     with os.fdopen(fd, "wb") as f:
       f.write(html.encode("utf-8"))
@@ -330,6 +331,22 @@ def write(path: str, html: str) -> str:
     raise
   _fsync_directory(directory)
   return path
+
+
+STALE_S = 600.0  # a temporary page this old was left by a writer killed mid-write
+
+
+def _remove_stale(directory: str, prefix: str) -> None:
+  """Removes the temporary pages of writers killed mid-write (kill -9 skips the cleanup), old
+  enough that no live writer (each takes milliseconds) still owns them."""
+  now = time.time()
+  for entry in os.scandir(directory):
+    if entry.name.startswith(prefix) and entry.name.endswith(".tmp"):
+      try:
+        if now - entry.stat().st_mtime > STALE_S:
+          os.unlink(entry.path)
+      except OSError:
+        pass
 
 
 def _fsync_directory(directory: str):
