@@ -21,7 +21,8 @@ from tests.test_search import tiny_config
 
 def _read(logdir) -> event_accumulator.EventAccumulator:
   accumulator = event_accumulator.EventAccumulator(
-      str(logdir), size_guidance={event_accumulator.SCALARS: 0, event_accumulator.TENSORS: 0})
+      str(logdir), size_guidance={event_accumulator.SCALARS: 0, event_accumulator.TENSORS: 0,
+                                  event_accumulator.IMAGES: 0})
   return accumulator.Reload()
 
 
@@ -58,8 +59,11 @@ def watched(tmp_path_factory):
   config = tiny_config(budget=9)
   config.train.num_epochs = 2
   config = modes.config_fields.checked(config)
-  observer = Rounds(live.LiveReport(config, workdir))
-  summary = loop.run(config, workdir, progress=False, observer=observer)
+  with pytest.MonkeyPatch.context() as patch:  # figures after every round (none is short)
+    patch.setattr(live, "FIRST_DRAW_S", 0.0)
+    patch.setattr(live, "FIGURES_SHARE", 1.0)
+    observer = Rounds(live.LiveReport(config, workdir))
+    summary = loop.run(config, workdir, progress=False, observer=observer)
   # At its end mode search draws the figures (modes._search_outputs), then the observer
   # finishes with them.
   live.draw_figures(workdir, summary.classes, summary.evaluations, summary.embedding, config)
@@ -116,7 +120,8 @@ def test_the_events_hold_the_stores_curves_and_each_rounds_figures(watched):
   # The config as text, the top 10 after every round, the final figures as images.
   texts = set(events.Tags()["tensors"])
   assert "config" in texts and "search/top10" in texts
-  assert set(events.Tags()["images"]) >= {"search/search_curve", "search/surrogate_map"}
+  for tag in ("search/search_curve", "search/surrogate_map"):
+    assert [image.step for image in events.Images(tag)] == [3, 6, 9, 9], tag  # and the end's
 
 
 @pytest.mark.slow

@@ -29,9 +29,12 @@ from actbench.report.leaderboard import store_leaderboard
 
 TENSORBOARD = "tensorboard"
 PAGE = "report.html"
-# The figures (search curve, surrogate map) cost matplotlib time: drawn at most this often
-# while a search runs, and once at its end (modes._search_outputs).
-FIGURES_EVERY_S = 120.0
+# The figures (search curve, surrogate map) cost matplotlib time (about a second): drawn after
+# a round when the time since they were last drawn is at least their cost over this share, so
+# that they take at most 1% of a search (after every round of a long search, every few rounds
+# of the quickstart's 15 s ones), and once at its end (modes._search_outputs).
+FIGURES_SHARE = 0.01
+FIRST_DRAW_S = 1.0  # what drawing them is taken to cost before it has been timed
 FIGURES = {"Search curve": "search_curve.png", "Surrogate map": "surrogate_map.png",
            "Best functions": "best_functions.png"}
 
@@ -49,7 +52,7 @@ class LiveReport:
                                   enabled=self._lock is not None)
     self.events.config(config)
     self.page_path = os.path.join(workdir, PAGE) if config.report.html else None
-    self._figures_at = time.monotonic()  # the first figures after FIGURES_EVERY_S
+    self._figures_at, self._draw_s = time.monotonic(), FIRST_DRAW_S
     # Spent opening and writing events and the page: what watching costs the run.
     self.seconds = time.perf_counter() - start
 
@@ -84,11 +87,13 @@ class LiveReport:
                       model_epochs_per_s=epochs / info.wall_s if info.wall_s > 0 else None,
                       surrogate_spearman=info.surrogate_spearman)
     self.events.top(rows, step)
-    if time.monotonic() - self._figures_at >= FIGURES_EVERY_S:
-      self._figures_at = time.monotonic()
+    if time.monotonic() - self._figures_at >= self._draw_s / FIGURES_SHARE:
+      began = time.monotonic()
       for path in draw_figures(self._workdir, info.classes, evaluations, info.embedding,
                                self._config).values():
         self.events.image(f"search/{os.path.splitext(os.path.basename(path))[0]}", path, step)
+      self._figures_at = time.monotonic()
+      self._draw_s = self._figures_at - began
     self.events.flush()
     if self.page_path:
       write_page(self.page_path, self._config, info.classes, evaluations, rows=rows,
@@ -177,8 +182,8 @@ def write_page(path: str, config, classes, evaluations, *, rows: list[dict] | No
   directory = os.path.dirname(os.path.abspath(path))
   figures = {title: os.path.join(directory, name) for title, name in FIGURES.items()}
   done = len(evaluations)
-  title = (f"{config.search.strategy} search of {config.search.space}: {done} of "
-           f"{len(classes)} classes evaluated")
+  what = "benchmark" if config.mode == "benchmark" else f"{config.search.strategy} search"
+  title = f"{what} of {config.search.space}: {done} of {len(classes)} classes evaluated"
   return html_page.write(path, html_page.render(
       title=title, rows=rows, curves=curves, figures=figures, baselines=baselines,
       recipe=recipe_of(config), provenance=dict(provenance or {})))
