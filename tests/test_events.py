@@ -12,10 +12,10 @@ import warnings
 import numpy as np
 import pytest
 from PIL import Image
-from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.util import tensor_util
 
 from actbench.report import events, plots
+from tests.event_files import read_events, scalar_points
 from configs import quickstart
 
 with warnings.catch_warnings():  # its vendored HTML sanitizer's notice about itself
@@ -23,18 +23,6 @@ with warnings.catch_warnings():  # its vendored HTML sanitizer's notice about it
   from tensorboard.plugins.text import text_plugin
 
 NAMES = ["relu(x)", "tanh(x)", "max(relu(x),log_sigmoid(x))", "reciprocal(zero(x))"]
-
-
-def _read(logdir) -> event_accumulator.EventAccumulator:
-  """Every event file in logdir, as TensorBoard loads a run (0: keep every point)."""
-  accumulator = event_accumulator.EventAccumulator(
-      str(logdir), size_guidance={event_accumulator.SCALARS: 0, event_accumulator.IMAGES: 0,
-                                  event_accumulator.TENSORS: 0})
-  return accumulator.Reload()
-
-
-def _points(accumulator, tag) -> dict[int, float]:
-  return {event.step: event.value for event in accumulator.Scalars(tag)}
 
 
 def _text(accumulator, tag) -> tuple[int, str]:
@@ -78,7 +66,7 @@ def test_epoch_writes_each_functions_median_over_seeds(tmp_path):
   with events.EventLog(str(tmp_path)) as log:
     for epoch, values in enumerate(per_epoch, 1):
       log.epoch(names, epoch, values)
-  accumulator = _read(tmp_path)
+  accumulator = read_events(tmp_path)
   for metric in ("train_loss", "validation_accuracy"):
     for position, name in enumerate(NAMES):
       tag = f"functions/{name}/{metric}"
@@ -89,13 +77,13 @@ def test_epoch_writes_each_functions_median_over_seeds(tmp_path):
       if not expected:  # every seed diverged: no tag at all
         assert tag not in accumulator.Tags()["scalars"]
         continue
-      points = _points(accumulator, tag)
+      points = scalar_points(accumulator, tag)
       assert sorted(points) == sorted(expected)  # steps are the epochs, from 1
       for epoch, value in expected.items():
         assert points[epoch] == pytest.approx(value, rel=1e-6)  # stored as float32
   # The NaN seed is left out of relu's median, not counted as a value.
   relu = per_epoch[0]["train_loss"][:3]
-  assert _points(accumulator, "functions/relu(x)/train_loss")[1] == pytest.approx(
+  assert scalar_points(accumulator, "functions/relu(x)/train_loss")[1] == pytest.approx(
       (relu[0] + relu[2]) / 2, rel=1e-6)
 
 
@@ -113,11 +101,11 @@ def test_epoch_with_folds_and_seeds(tmp_path):
       log.epoch(names, epoch, values, fold=fold, seeds=seeds)
       written[fold, epoch] = values["validation_accuracy"]
   log.close()
-  accumulator = _read(tmp_path)
+  accumulator = read_events(tmp_path)
   assert "functions/relu(x)/validation_accuracy" not in accumulator.Tags()["scalars"]
   for fold in (0, 1):
     for position, name in enumerate(["relu(x)", "tanh(x)"]):
-      points = _points(accumulator, f"functions/{name}/fold{fold}/validation_accuracy")
+      points = scalar_points(accumulator, f"functions/{name}/fold{fold}/validation_accuracy")
       assert sorted(points) == [1, 2]
       for epoch in (1, 2):
         runs = written[fold, epoch][4 * position:4 * position + 4]
@@ -137,7 +125,7 @@ def test_epoch_writes_the_metrics_asked_for(tmp_path):
     log.epoch(["relu(x)"] * 2, 1, record)
     log.epoch(["tanh(x)"] * 2, 1, {"train_loss": [2.0, 4.0]})
     log.epoch(["elu(x)"] * 2, 1, record, metrics=("train_accuracy", "validation_loss"))
-  assert sorted(_read(tmp_path).Tags()["scalars"]) == [
+  assert sorted(read_events(tmp_path).Tags()["scalars"]) == [
       "functions/elu(x)/train_accuracy", "functions/elu(x)/validation_loss",
       "functions/relu(x)/train_loss", "functions/relu(x)/validation_accuracy",
       "functions/tanh(x)/train_loss"]
@@ -164,15 +152,15 @@ def test_round_scalars_and_restart_on_the_same_folder(tmp_path):
     second.round(3, best=float("nan"), evaluated=24, failed=2)
   assert first.path != second.path
   assert len([f for f in os.listdir(tmp_path) if f.startswith("events.out.tfevents.")]) == 2
-  accumulator = _read(tmp_path)
-  assert _points(accumulator, "search/evaluated") == {1: 8, 2: 16, 3: 24}
-  assert _points(accumulator, "search/failed") == {1: 1, 2: 1, 3: 2}
-  assert _points(accumulator, "search/stopped") == {1: 0, 2: 3, 3: 0}
-  best = _points(accumulator, "search/best_validation_accuracy")
+  accumulator = read_events(tmp_path)
+  assert scalar_points(accumulator, "search/evaluated") == {1: 8, 2: 16, 3: 24}
+  assert scalar_points(accumulator, "search/failed") == {1: 1, 2: 1, 3: 2}
+  assert scalar_points(accumulator, "search/stopped") == {1: 0, 2: 3, 3: 0}
+  best = scalar_points(accumulator, "search/best_validation_accuracy")
   assert best.keys() == {1, 2}  # NaN (no finite accuracy yet) is not a point
   assert best[1] == pytest.approx(0.91, rel=1e-6) and best[2] == pytest.approx(0.93, rel=1e-6)
-  assert _points(accumulator, "search/model_epochs_per_s") == {1: 12.5, 2: 13.0}
-  spearman = _points(accumulator, "search/surrogate_loo_spearman")
+  assert scalar_points(accumulator, "search/model_epochs_per_s") == {1: 12.5, 2: 13.0}
+  spearman = scalar_points(accumulator, "search/surrogate_loo_spearman")
   assert spearman.keys() == {2} and spearman[2] == pytest.approx(0.42, rel=1e-6)
 
 
@@ -191,7 +179,7 @@ def test_images_are_the_same_png_bytes(tmp_path):
     log.image("search/surrogate_map", small.getvalue(), 2)
     log.image("search/search_curve", str(tmp_path / "not_written_yet.png"), 1)  # skipped
     log.image("search/not_a_png", b"GIF89a", 1)  # skipped
-  accumulator = _read(logdir)
+  accumulator = read_events(logdir)
   assert accumulator.Tags()["images"] == ["search/surrogate_map"]
   first, second = accumulator.Images("search/surrogate_map")
   assert (first.step, second.step) == (1, 2)
@@ -212,7 +200,7 @@ def test_top_rows_and_config_as_text(tmp_path):
   with events.EventLog(str(tmp_path)) as log:
     log.top(rows, 5)
     log.config(config)
-  accumulator = _read(tmp_path)
+  accumulator = read_events(tmp_path)
   step, markdown = _text(accumulator, "search/top10")
   assert step == 5
   html = text_plugin.text_array_to_html(np.array(markdown.encode()), enable_markdown=True)
@@ -251,11 +239,12 @@ def test_buffered_until_flush(tmp_path):
     log.epoch(NAMES, epoch, {"train_loss": [0.5] * 4})
   assert os.path.getsize(log.path) == 0
   log.flush()
-  assert _points(_read(tmp_path), "functions/tanh(x)/train_loss") == {1: 0.5, 2: 0.5, 3: 0.5}
+  assert scalar_points(read_events(tmp_path), "functions/tanh(x)/train_loss") == {
+      1: 0.5, 2: 0.5, 3: 0.5}
   # With flush_secs=0 every write reaches the disk at once.
   eager = events.EventLog(str(tmp_path / "eager"), flush_secs=0)
   eager.round(1, best=0.5, evaluated=1, failed=0)
-  assert _points(_read(tmp_path / "eager"), "search/evaluated") == {1: 1}
+  assert scalar_points(read_events(tmp_path / "eager"), "search/evaluated") == {1: 1}
 
 
 def _write_everything(log):
@@ -313,7 +302,7 @@ def test_a_trained_populations_curves_equal_by_activation(tmp_path):
       log.epoch(result.activations, epoch,
                 {metric: [runs[epoch - 1] for runs in curves]
                  for metric, curves in result.curves.items()}, seeds=result.seeds)
-  accumulator = _read(tmp_path)
+  accumulator = read_events(tmp_path)
   summaries = result.by_activation()
   assert summaries["reciprocal(zero(x))"]["diverged"]
   for name in names:
@@ -324,7 +313,7 @@ def test_a_trained_populations_curves_equal_by_activation(tmp_path):
       if not expected:
         assert tag not in accumulator.Tags()["scalars"]
         continue
-      points = _points(accumulator, tag)
+      points = scalar_points(accumulator, tag)
       assert sorted(points) == sorted(expected) == [1, 2]
       for epoch, value in expected.items():
         assert points[epoch] == pytest.approx(value, rel=1e-6)

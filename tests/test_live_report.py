@@ -9,25 +9,14 @@ import re
 
 import numpy as np
 import pytest
-from tensorboard.backend.event_processing import event_accumulator
 
 from actbench import modes, search
 from actbench.report import live
 from actbench.report.leaderboard import store_leaderboard
 from actbench.search import loop, store
 from tests import browser
+from tests.event_files import read_events, scalar_points
 from tests.test_search import tiny_config
-
-
-def _read(logdir) -> event_accumulator.EventAccumulator:
-  accumulator = event_accumulator.EventAccumulator(
-      str(logdir), size_guidance={event_accumulator.SCALARS: 0, event_accumulator.TENSORS: 0,
-                                  event_accumulator.IMAGES: 0})
-  return accumulator.Reload()
-
-
-def _points(accumulator, tag) -> dict[int, float]:
-  return {event.step: event.value for event in accumulator.Scalars(tag)}
 
 
 def page_rows(path) -> list[list]:
@@ -75,7 +64,7 @@ def watched(tmp_path_factory):
 @pytest.mark.slow
 def test_the_events_hold_the_stores_curves_and_each_rounds_figures(watched):
   workdir, _, summary, observer = watched
-  events = _read(os.path.join(workdir, live.TENSORBOARD))
+  events = read_events(os.path.join(workdir, live.TENSORBOARD))
   tags = set(events.Tags()["scalars"])
   # Per function and epoch: the learning curves the store recorded (one seed, one fold: the
   # store's medians over seeds are the runs' own values).
@@ -88,25 +77,25 @@ def test_the_events_hold_the_stores_curves_and_each_rounds_figures(watched):
       if not all(math.isfinite(v) for v in curve):
         continue  # a diverged run leaves gaps
       assert tag in tags
-      points = _points(events, tag)
+      points = scalar_points(events, tag)
       assert sorted(points) == [1, 2]
       np.testing.assert_allclose([points[1], points[2]], curve, rtol=1e-6)
   # Per round, at the number of classes evaluated: what the store held then.
   assert len(observer.infos) == 3
   steps = [len(info.evaluations) for info in observer.infos]
   assert steps == [3, 6, 9]
-  assert sorted(_points(events, "search/evaluated")) == steps
+  assert sorted(scalar_points(events, "search/evaluated")) == steps
   for info in observer.infos:
     step = len(info.evaluations)
     ok = [ev.metrics["validation_accuracy"] for ev in info.evaluations.values()
           if ev.status == "ok"]
-    assert _points(events, "search/evaluated")[step] == step
-    assert _points(events, "search/failed")[step] == sum(
+    assert scalar_points(events, "search/evaluated")[step] == step
+    assert scalar_points(events, "search/failed")[step] == sum(
         ev.status == "failed" for ev in info.evaluations.values())
-    assert _points(events, "search/best_validation_accuracy")[step] == pytest.approx(max(ok))
+    assert scalar_points(events, "search/best_validation_accuracy")[step] == pytest.approx(max(ok))
     epochs = sum(info.result.epochs)
     assert epochs == 3 * 2  # 3 functions x 1 seed x 2 epochs
-    assert _points(events, "search/model_epochs_per_s")[step] == pytest.approx(
+    assert scalar_points(events, "search/model_epochs_per_s")[step] == pytest.approx(
         epochs / info.wall_s, rel=1e-5)
   # The surrogate's leave-one-out Spearman, recomputed from the layout and the evaluations.
   last = observer.infos[-1]
@@ -116,7 +105,7 @@ def test_the_events_hold_the_stores_curves_and_each_rounds_figures(watched):
                                                       [history[i] for i in ids])
   assert last.surrogate_spearman == pytest.approx(expected, nan_ok=True)
   if math.isfinite(expected):
-    assert _points(events, "search/surrogate_loo_spearman")[9] == pytest.approx(expected)
+    assert scalar_points(events, "search/surrogate_loo_spearman")[9] == pytest.approx(expected)
   # The config as text, the top 10 after every round, the final figures as images.
   texts = set(events.Tags()["tensors"])
   assert "config" in texts and "search/top10" in texts
@@ -223,11 +212,11 @@ def test_mode_train_writes_each_functions_curves(tmp_path):
   modes.run(config, str(tmp_path))
   with open(tmp_path / "results.json", encoding="utf-8") as f:
     summaries = json.load(f)["by_activation"]
-  events = _read(tmp_path / live.TENSORBOARD)
+  events = read_events(tmp_path / live.TENSORBOARD)
   for name in config.activations:
     for metric in ("train_loss", "validation_accuracy"):
       # The median over the two seeds, as results.json sums the curve up.
-      points = _points(events, f"functions/{name}/{metric}")
+      points = scalar_points(events, f"functions/{name}/{metric}")
       np.testing.assert_allclose([points[1], points[2]], summaries[name][f"{metric}_curve"],
                                  rtol=1e-6)
   assert not os.path.exists(tmp_path / live.PAGE)  # a page is a search's
