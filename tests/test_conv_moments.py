@@ -209,7 +209,7 @@ def _draw_cases(seed, count, num_cheap, cheap_cells, max_cells):
   return cases
 
 
-# The first pass through the (rank, padding) pairs runs by default; the rest is marked slow.
+# The first pass through the (rank, padding) pairs runs by default; the rest: `_marks`.
 NUM_DEFAULT = len([p for rank in (2, 1, 3) for p in PADDINGS[rank]])
 CASES = _draw_cases(seed=27, count=48, num_cheap=NUM_DEFAULT, cheap_cells=60, max_cells=250)
 
@@ -246,9 +246,16 @@ def _params(module, x, seed):
                          ).astype(np.float32) for k, v in shapes.items()}}
 
 
-@pytest.mark.parametrize("case", [
-    pytest.param(c, id=str(c), marks=() if i < NUM_DEFAULT else pytest.mark.slow)
-    for i, c in enumerate(CASES)])
+def _marks(index: int, case: Case):
+  """The first pass runs by default; of the rest, CI (slow) keeps the 5x5 kernels the first
+  pass lacks, and --runslow (extended) adds the others: the suite stays within 15 minutes."""
+  if index < NUM_DEFAULT:
+    return ()
+  return pytest.mark.slow if 5 in case.kernel else pytest.mark.extended
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=str(c), marks=_marks(i, c))
+                                  for i, c in enumerate(CASES)])
 def test_every_plan_equals_brute_force(case):
   """Each num_shifted from 0 to the rank, on the geometry the capture reads off the layer.
 
