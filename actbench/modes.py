@@ -445,13 +445,10 @@ def _workdir_table(config, workdir) -> str:
 
 
 def _search_outputs(workdir, classes, evaluations, embedding, config) -> str:
-  """leaderboard.csv, the surrogate map, the best functions' shapes and the search curve."""
+  """leaderboard.csv, the best functions' shapes, the search curve and the surrogate map."""
+  from actbench.report import live  # pylint: disable=import-outside-toplevel
   rows = report.store_leaderboard(classes, evaluations)
   report.write_leaderboard(rows, workdir)
-  accuracies = np.full(len(classes), np.nan)
-  for class_id, evaluation in evaluations.items():
-    if evaluation.status == "ok":
-      accuracies[class_id] = evaluation.metrics.get("validation_accuracy", math.nan)
   ok = [row for row in rows if not row["diverged"]]
   best = [row["activation"] for row in ok[:int(config.report.best_functions)]]
   if best:
@@ -459,17 +456,7 @@ def _search_outputs(workdir, classes, evaluations, embedding, config) -> str:
                           references=("relu(x)",),
                           scores={row["activation"]: row["validation_accuracy"] for row in ok},
                           title="Best functions found (validation accuracy) beside relu")
-  if embedding is not None and np.shape(embedding)[1] == 2:  # 'raw' features have no 2-D map
-    plots.surrogate_map(embedding, accuracies, list(evaluations),
-                        os.path.join(workdir, "surrogate_map.png"),
-                        names=[members[0] for members in classes])
-  order = list(evaluations)  # evaluation order
-  values = np.array([accuracies[i] for i in order], np.float64)
-  if values.size:
-    curve = np.fmax.accumulate(np.where(np.isfinite(values), values, -np.inf))
-    curve[~np.isfinite(curve)] = np.nan
-    plots.search_curves({config.search.strategy: curve[None]},
-                        os.path.join(workdir, "search_curve.png"), title="This search")
+  live.draw_figures(workdir, classes, evaluations, embedding, config)
   return report.format_table(rows)
 
 

@@ -138,9 +138,13 @@ def _writer_lock(directory: str):
 
 
 def draw_figures(workdir: str, classes, evaluations, embedding, config) -> dict[str, str]:
-  """The search curve and the surrogate map of the evaluations so far, as mode search draws
-  them at its end (title -> path of the PNGs drawn)."""
-  accuracies = _accuracies(len(classes), evaluations)
+  """The search curve and the surrogate map of the evaluations so far (title -> path of the
+  PNGs drawn): after a round, and by modes._search_outputs at a search's end. A 'raw'
+  features surrogate has no 2-D map."""
+  accuracies = np.full(len(classes), np.nan)
+  for class_id, evaluation in evaluations.items():
+    if evaluation.status == "ok":
+      accuracies[class_id] = evaluation.metrics.get("validation_accuracy", math.nan)
   drawn = {}
   order = list(evaluations)
   values = np.array([accuracies[i] for i in order], np.float64)
@@ -156,14 +160,6 @@ def draw_figures(workdir: str, classes, evaluations, embedding, config) -> dict[
         os.path.join(workdir, FIGURES["Surrogate map"]),
         names=[members[0] for members in classes])
   return drawn
-
-
-def _accuracies(count: int, evaluations) -> np.ndarray:
-  accuracies = np.full(count, np.nan)
-  for class_id, evaluation in evaluations.items():
-    if evaluation.status == "ok":
-      accuracies[class_id] = evaluation.metrics.get("validation_accuracy", math.nan)
-  return accuracies
 
 
 def write_page(path: str, config, classes, evaluations, *, rows: list[dict] | None = None,
