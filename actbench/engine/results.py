@@ -83,7 +83,8 @@ class PopulationResult:
       run_seeds = [self.seeds[i] for i in index]
       rule = chance if chance_rule else None
       for name, values in self.metrics.items():
-        summary[name] = _summed(name, [values[i] for i in index], flags, run_seeds, seeds, rule)
+        summary[name] = summed_over_runs(name, [values[i] for i in index], flags, run_seeds,
+                                         seeds, rule)
       if self.epochs:
         epochs = max(self.epochs[i] for i in index)
         summary["epochs"] = epochs
@@ -95,8 +96,9 @@ class PopulationResult:
       for name, runs in self.curves.items():
         length = max(len(runs[i]) for i in index)
         summary[f"{name}_curve"] = [
-            _summed(name, [_at(runs[i], e) for i in index],
-                    [_at(self.curve_failed[i], e, True) for i in index], run_seeds, seeds, rule)
+            summed_over_runs(name, [_at(runs[i], e) for i in index],
+                             [_at(self.curve_failed[i], e, True) for i in index], run_seeds,
+                             seeds, rule)
             for e in range(length)]
       result[activation] = summary
     return result
@@ -120,7 +122,8 @@ class PopulationResult:
             "history": self.history}
 
 
-def _summed(name: str, values, failed, run_seeds, seeds, chance: float | None) -> float:
+def summed_over_runs(name: str, values, failed, run_seeds, seeds,
+                     chance: float | None = None) -> float:
   """One figure of an activation's runs: each seed's mean over its folds, then the median over
   seeds, NaN-aware; with `chance` (the "chance" divergence rule), a failed run's accuracy is
   chance and its loss missing."""

@@ -40,12 +40,13 @@ import itertools
 import math
 import os
 import socket
-import statistics
 import struct
 import time
 from collections.abc import Mapping, Sequence
 
 from absl import logging
+
+from actbench.engine.results import summed_over_runs
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # PNG colour type -> channels (the Summary.Image colorspace): grey, RGB, palette, grey + alpha,
@@ -63,30 +64,10 @@ _files = itertools.count()  # two logs of one process opened within a second get
 
 
 def median_over_seeds(values: Sequence[float], seeds: Sequence[int]) -> float:
-  """One function's figure from its runs, as PopulationResult.by_activation sums a curve up:
-  each seed's mean over its runs (folds), then the median over seeds, ignoring NaN; NaN when
-  no run has a finite value.
-
-  Pure Python: a few values per function, where NumPy's per-call overhead would cost more
-  than the arithmetic.
-  """
-  by_seed: dict[int, list[float]] = {}
-  for seed, value in zip(seeds, values):
-    by_seed.setdefault(seed, []).append(float(value))
-  per_seed = [_nan_mean(runs) for runs in by_seed.values()]
-  if not any(math.isfinite(v) for v in per_seed):
-    return math.nan
-  return float(statistics.median([v for v in per_seed if not math.isnan(v)]))
-
-
-def _nan_mean(values: list[float]) -> float:
-  """np.nanmean, but NaN (not a warning) when no value is finite, as results._summed does."""
-  if len(values) == 1:  # the usual case: one run per seed
-    return values[0] if math.isfinite(values[0]) else math.nan
-  if not any(math.isfinite(v) for v in values):
-    return math.nan
-  kept = [v for v in values if not math.isnan(v)]
-  return sum(kept) / len(kept)
+  """One function's figure from its runs, as PopulationResult.by_activation sums a curve up
+  (results.summed_over_runs): each seed's mean over its runs (folds), then the median over
+  seeds, ignoring NaN; NaN when no run has a finite value."""
+  return summed_over_runs("", values, [False] * len(values), seeds, list(dict.fromkeys(seeds)))
 
 
 def png_size(png: bytes) -> tuple[int, int, int]:
