@@ -25,6 +25,7 @@ ResNet-56, peak memory under 8 GB.
 """
 
 import argparse
+import itertools
 import json
 import resource
 import subprocess
@@ -69,8 +70,19 @@ def population_names(count: int, seed: int = 0) -> list[str]:
 
 
 def run_one(name: str, members: int, batch: int, batch_chunk: int, members_per_call: int,
-            form: str):
+            form: str, conv_moments: str):
   from actbench import fisher  # after the argument parsing: jax starts here
+  from actbench.fisher import moments
+  if conv_moments in ("patches", "shifted"):
+    # The references beside the chooser: every convolution's A from im2col patches (0 shifted
+    # dimensions), or from shifted moments along all of them.
+    moments.choose_num_shifted = (
+        lambda geometry, *_: 0 if conv_moments == "patches" else geometry.rank)
+  elif conv_moments == "none":
+    # The floor of any way of building conv A: the program without it (zeros in its place; the
+    # features are then meaningless, the seconds are what the rest of the program costs).
+    moments.conv_input_parts = lambda x, geometry, has_bias, num_shifted: (
+        moments.conv_parts_zeros(geometry, x.shape[-1], has_bias, num_shifted))
   rng = np.random.default_rng(0)
   images = rng.standard_normal((batch, 32, 32, 3)).astype(np.float32)
   labels = rng.integers(0, 10, batch)
@@ -87,7 +99,8 @@ def run_one(name: str, members: int, batch: int, batch_chunk: int, members_per_c
   total, total_cpu = time.perf_counter() - start, time.process_time() - start_cpu
   peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
   return {
-      "model": name, "form": form, "members": members, "batch": batch, "batch_chunk": batch_chunk,
+      "model": name, "form": form, "conv_moments": conv_moments, "members": members,
+      "batch": batch, "batch_chunk": batch_chunk,
       "layers": len(result.layers), "uncovered": len(result.uncovered),
       "feature_length": int(result.features.shape[1]), "failed": len(result.failed),
       "total_s": total, **{f"{k}_s": v for k, v in result.seconds.items()},
@@ -108,21 +121,29 @@ def main():
   parser.add_argument("--batch_chunk", type=int, default=32)
   parser.add_argument("--members_per_call", type=int, default=16)
   parser.add_argument("--form", choices=["space", "table"], default="space")
+  parser.add_argument("--conv_moments", nargs="+", default=["auto"],
+                      choices=["auto", "patches", "shifted", "none"],
+                      help="how convolution A factors are built, each in turn: the chooser's "
+                           "plan (auto), im2col patches everywhere, shifted moments everywhere, "
+                           "or not at all (none: what the rest of the program costs; its "
+                           "features are meaningless and its host phase is not comparable)")
   parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.child:
     print(json.dumps(run_one(args.models[0], args.members, args.batch, args.batch_chunk,
-                             args.members_per_call, args.form)))
+                             args.members_per_call, args.form, args.conv_moments[0])))
     return
-  for name in args.models:
+  for name, conv_moments in itertools.product(args.models, args.conv_moments):
     command = [sys.executable, "-m", "bench.bench_fisher", "--child", "--models", name,
                "--members", str(args.members), "--batch", str(args.batch),
                "--batch_chunk", str(args.batch_chunk),
-               "--members_per_call", str(args.members_per_call), "--form", args.form]
+               "--members_per_call", str(args.members_per_call), "--form", args.form,
+               "--conv_moments", conv_moments]
     out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     r = json.loads(out.strip().splitlines()[-1])
-    print(f"{r['model']:9s} {r['form']:5s} members {r['members']}  batch {r['batch']} (chunks "
-          f"of {r['batch_chunk']})  layers {r['layers']} (+{r['uncovered']} uncovered)  "
+    print(f"{r['model']:9s} {r['form']:5s} A {r['conv_moments']:8s} members {r['members']}  "
+          f"batch {r['batch']} (chunks of {r['batch_chunk']})  layers {r['layers']} "
+          f"(+{r['uncovered']} uncovered)  "
           f"features {r['feature_length']}  failed {r['failed']}")
     print(f"          total {r['total_s']:.1f} s = setup {r['setup_s']:.1f} + compile "
           f"{r['compile_s']:.1f} + device {r['device_s']:.1f} + host {r['host_s']:.1f}")
