@@ -2,6 +2,7 @@
 
     python -m bench.bench_fisher                          # All-CNN-C and ResNet-56, 16 members
     python -m bench.bench_fisher --models allcnnc --members 4 --batch_chunk 64
+    python -m bench.bench_fisher --models allcnnc --form table --conv_moments auto patches none
 
 For each model: a CIFAR-10-shaped random batch (128 images 32x32x3, random labels), the
 features of `--members` activations of the benchmark space `binary(unary(x),unary(x))` (the 8
@@ -11,6 +12,12 @@ baselines, then functions with finite outputs drawn with a fixed seed) by
 compiles once and reuses for every population of the space; it is large, every activation
 site switches over all 34 operators), `--form table` as a `FunctionTable` of just these
 functions (a smaller program, compiled for this population).
+
+`--conv_moments` says how convolution A factors are built, one child process each, side by
+side: `auto` (the chooser's plan per layer, `moments.choose_num_shifted`), `patches` (im2col
+everywhere: the reference), `shifted` (shifted moments along every spatial dimension) and
+`none` (no conv A at all, zeros in its place: what the rest of the program costs, the floor of
+any way of building A; its features are meaningless).
 
 Prints the wall time split into setup (initialization, finding the layers), compile (tracing
 and compiling the population program), device (running it) and host (float64
