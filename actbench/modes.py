@@ -124,10 +124,11 @@ def run_search(config, workdir, *, exhaustive: bool = False):
     summary = search.run(config, workdir, exhaustive=exhaustive, observer=observer)
     if jax.process_index() != 0:
       return ""
-    text = _search_outputs(workdir, summary.classes, summary.evaluations, summary.embedding,
+    rows = _search_outputs(workdir, summary.classes, summary.evaluations, summary.embedding,
                            config)
+    text = report.format_table(rows)
     if observer is not None:  # the final figures and page
-      observer.finish(summary.classes, summary.evaluations, summary.provenance)
+      observer.finish(summary.classes, summary.evaluations, summary.provenance, rows=rows)
   finally:
     if observer is not None:
       observer.close()
@@ -420,11 +421,12 @@ def _store_report(config, workdir) -> str:
     if not db.num_classes:
       raise WorkdirError(f"nothing to report: {db.location} holds no search yet")
     classes, evaluations = db.classes(), db.evaluations()
-    text = _search_outputs(workdir, classes, evaluations, search.stored_embedding(config, db),
+    rows = _search_outputs(workdir, classes, evaluations, search.stored_embedding(config, db),
                            config)
+    text = report.format_table(rows)
     if config.report.html:
       path = live.write_page(os.path.join(workdir, live.PAGE), config, classes, evaluations,
-                             provenance=search.provenance(db))
+                             rows=rows, provenance=search.provenance(db))
       text += f"\nwrote {path}"
   return text
 
@@ -444,8 +446,9 @@ def _workdir_table(config, workdir) -> str:
   return path if workdir and os.path.exists(path) else ""
 
 
-def _search_outputs(workdir, classes, evaluations, embedding, config) -> str:
-  """leaderboard.csv, the best functions' shapes, the search curve and the surrogate map."""
+def _search_outputs(workdir, classes, evaluations, embedding, config) -> list[dict]:
+  """leaderboard.csv, the best functions' shapes, the search curve and the surrogate map;
+  returns the leaderboard's rows (for the printed table and report.html)."""
   from actbench.report import live  # pylint: disable=import-outside-toplevel
   rows = report.store_leaderboard(classes, evaluations)
   report.write_leaderboard(rows, workdir)
@@ -457,7 +460,7 @@ def _search_outputs(workdir, classes, evaluations, embedding, config) -> str:
                           scores={row["activation"]: row["validation_accuracy"] for row in ok},
                           title="Best functions found (validation accuracy) beside relu")
   live.draw_figures(workdir, classes, evaluations, embedding, config)
-  return report.format_table(rows)
+  return rows
 
 
 def _replay_figures(workdir, result, quality, best):

@@ -99,9 +99,10 @@ class LiveReport:
       write_page(self.page_path, self._config, info.classes, evaluations, rows=rows,
                  provenance=info.provenance)
 
-  def finish(self, classes, evaluations, provenance: Mapping[str, str] | None = None) -> None:
+  def finish(self, classes, evaluations, provenance: Mapping[str, str] | None = None, *,
+             rows: list[dict] | None = None) -> None:
     """At the end of a search, after modes._search_outputs drew its figures: them in the
-    events, and the page with them."""
+    events, and the page with them (rows: the evaluations' leaderboard, when already built)."""
     start = time.perf_counter()
     step = len(evaluations)
     for name in FIGURES.values():
@@ -110,7 +111,8 @@ class LiveReport:
         self.events.image(f"search/{os.path.splitext(name)[0]}", path, step)
     self.events.flush()
     if self.page_path:
-      write_page(self.page_path, self._config, classes, evaluations, provenance=provenance)
+      write_page(self.page_path, self._config, classes, evaluations, rows=rows,
+                 provenance=provenance)
     self.seconds += time.perf_counter() - start
 
   def close(self) -> None:
